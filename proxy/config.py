@@ -1,0 +1,357 @@
+"""Configuration: embedded defaults, a TOML file on top, strict validation.
+
+Every problem becomes one ``ConfigError`` naming the key, e.g.
+``sip.port: expected an integer from 1 to 65535, got 'abc'``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .sip.grammar import is_token
+from .sip.limits import Limits
+from .sip.numbers import e164_key
+
+PLACEHOLDER_REDRESS_URL = "https://redress.example.net/robocall-shield"
+CHECK_NAMES = ("emergency", "static_allow", "static_label", "static_block")
+MODES = ("enforce", "observe")
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class SipConfig:
+    host: str = "127.0.0.1"
+    port: int = 5060
+    transports: tuple[str, ...] = ("udp", "tcp")
+    advertised_host: str = ""
+    record_route: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def public_host(self) -> str:
+        return self.advertised_host or self.host
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchConfig:
+    name: str = "switch1"
+    host: str = "127.0.0.1"
+    port: int = 5080
+    transport: str = "udp"
+    weight: int = 1
+    trusted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    policy: str = "hash"
+    health_checks: bool = True
+    ping_interval: float = 5.0
+    ping_timeout: float = 2.0
+    failures_before_down: int = 3
+    successes_before_up: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    verdict_log: str = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class RedressConfig:
+    url: str = PLACEHOLDER_REDRESS_URL
+    tel: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningConfig:
+    emergency_numbers: tuple[str, ...] = ("911", "933")
+    psap_numbers: frozenset[int] = frozenset()
+    government_numbers: frozenset[int] = frozenset()
+    allow: frozenset[int] = frozenset()
+    label: frozenset[int] = frozenset()
+    block: frozenset[int] = frozenset()
+    label_text: str = "SCAM LIKELY"
+    verdict_header: str = "X-Robocall-Verdict"
+    modes: dict[str, str] = field(default_factory=lambda: dict.fromkeys(CHECK_NAMES, "enforce"))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    sip: SipConfig = field(default_factory=SipConfig)
+    switches: tuple[SwitchConfig, ...] = (SwitchConfig(),)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    redress: RedressConfig = field(default_factory=RedressConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+
+
+class _Table:
+    """Reads one TOML table, type-checking each key and rejecting unknown ones."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path or "config", "expected a table")
+        self.data = dict(data)
+        self.path = path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def sub(self, name: str) -> _Table:
+        return _Table(self.data.pop(name, {}), self.key(name))
+
+    def string(self, name: str, default: str, choices: tuple[str, ...] = ()) -> str:
+        value = self.data.pop(name, default)
+        if not isinstance(value, str):
+            raise ConfigError(self.key(name), f"expected a string, got {value!r}")
+        if choices and value not in choices:
+            raise ConfigError(
+                self.key(name), f"expected one of {', '.join(choices)}, got {value!r}"
+            )
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.data.pop(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), f"expected true or false, got {value!r}")
+        return value
+
+    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
+        value = self.data.pop(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(
+                self.key(name), f"expected an integer from {lo} to {hi}, got {value!r}"
+            )
+        return value
+
+    def number(self, name: str, default: float, lo: float, hi: float) -> float:
+        value = self.data.pop(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise ConfigError(self.key(name), f"expected a number from {lo} to {hi}, got {value!r}")
+        return float(value)
+
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.data.pop(name, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.key(name), f"expected a list of strings, got {value!r}")
+        return tuple(value)
+
+    def numbers(self, name: str) -> frozenset[int]:
+        keys = set()
+        for i, text in enumerate(self.strings(name, ())):
+            key = e164_key(text)
+            if key is None:
+                raise ConfigError(f"{self.key(name)}[{i}]", f"{text!r} is not a telephone number")
+            keys.add(key)
+        return frozenset(keys)
+
+    def ip(self, name: str, default: str) -> str:
+        value = self.string(name, default)
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ConfigError(self.key(name), f"expected an IP address, got {value!r}") from None
+        return value
+
+    def done(self) -> None:
+        for name in self.data:
+            raise ConfigError(self.key(name), "unknown key")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Embedded defaults, overridden by the TOML file at ``path`` if given."""
+    if path is None:
+        return parse_config({})
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    return parse_config(data)
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    root = _Table(data, "")
+    cfg = Config(
+        sip=_sip(root.sub("sip")),
+        switches=_switches(root.data.pop("switches", None)),
+        routing=_routing(root.sub("routing")),
+        admin=_admin(root.sub("admin")),
+        log=_log(root.sub("log")),
+        redress=_redress(root.sub("redress")),
+        screening=_screening(root.sub("screening")),
+    )
+    root.done()
+    return cfg
+
+
+def _sip(t: _Table) -> SipConfig:
+    d = SipConfig()
+    transports = t.strings("transports", d.transports)
+    for i, name in enumerate(transports):
+        if name not in ("udp", "tcp"):
+            raise ConfigError(f"sip.transports[{i}]", f"expected udp or tcp, got {name!r}")
+    if not transports:
+        raise ConfigError("sip.transports", "at least one transport is required")
+    lt = t.sub("limits")
+    limits = Limits(
+        max_message_bytes=lt.integer("max_message_bytes", 65536, 1024, 1 << 20),
+        max_headers=lt.integer("max_headers", 256, 16, 4096),
+        max_line_bytes=lt.integer("max_line_bytes", 8192, 256, 1 << 20),
+    )
+    lt.done()
+    cfg = SipConfig(
+        host=t.ip("host", d.host),
+        port=t.integer("port", d.port, 1, 65535),
+        transports=tuple(dict.fromkeys(transports)),
+        advertised_host=t.string("advertised_host", d.advertised_host),
+        record_route=t.boolean("record_route", d.record_route),
+        limits=limits,
+    )
+    t.done()
+    if cfg.host in ("0.0.0.0", "::") and not cfg.advertised_host:
+        raise ConfigError("sip.advertised_host", "required when sip.host is a wildcard address")
+    return cfg
+
+
+def _switches(value: Any) -> tuple[SwitchConfig, ...]:
+    if value is None:
+        return (SwitchConfig(),)
+    if not isinstance(value, list) or not value:
+        raise ConfigError("switches", "expected one or more [[switches]] tables")
+    out: list[SwitchConfig] = []
+    for i, item in enumerate(value):
+        t = _Table(item, f"switches[{i}]")
+        d = SwitchConfig()
+        sw = SwitchConfig(
+            name=t.string("name", f"switch{i + 1}"),
+            host=t.ip("host", d.host),
+            port=t.integer("port", d.port, 1, 65535),
+            transport=t.string("transport", d.transport, ("udp",)),
+            weight=t.integer("weight", d.weight, 1, 1000),
+            trusted=t.boolean("trusted", d.trusted),
+        )
+        t.done()
+        if any(s.name == sw.name for s in out):
+            raise ConfigError(f"switches[{i}].name", f"duplicate switch name {sw.name!r}")
+        out.append(sw)
+    return tuple(out)
+
+
+def _routing(t: _Table) -> RoutingConfig:
+    d = RoutingConfig()
+    cfg = RoutingConfig(
+        policy=t.string("policy", d.policy, ("hash", "round-robin")),
+        health_checks=t.boolean("health_checks", d.health_checks),
+        ping_interval=t.number("ping_interval", d.ping_interval, 0.05, 3600),
+        ping_timeout=t.number("ping_timeout", d.ping_timeout, 0.01, 600),
+        failures_before_down=t.integer("failures_before_down", d.failures_before_down, 1, 100),
+        successes_before_up=t.integer("successes_before_up", d.successes_before_up, 1, 100),
+    )
+    t.done()
+    return cfg
+
+
+def _admin(t: _Table) -> AdminConfig:
+    d = AdminConfig()
+    cfg = AdminConfig(
+        enabled=t.boolean("enabled", d.enabled),
+        host=t.ip("host", d.host),
+        port=t.integer("port", d.port, 1, 65535),
+    )
+    t.done()
+    return cfg
+
+
+def _log(t: _Table) -> LogConfig:
+    d = LogConfig()
+    cfg = LogConfig(
+        level=t.string("level", d.level, ("debug", "info", "warning", "error")),
+        verdict_log=t.string("verdict_log", d.verdict_log),
+    )
+    t.done()
+    return cfg
+
+
+def _redress(t: _Table) -> RedressConfig:
+    explicit = bool(t.data)
+    cfg = RedressConfig(
+        url=t.string("url", "" if explicit else PLACEHOLDER_REDRESS_URL),
+        tel=t.string("tel", ""),
+        email=t.string("email", ""),
+    )
+    t.done()
+    if not (cfg.url or cfg.tel or cfg.email):
+        raise ConfigError("redress", "set at least one of url, tel or email (ATIS-1000099 603+)")
+    if cfg.url and not cfg.url.startswith(("https://", "http://")):
+        raise ConfigError("redress.url", f"expected an http(s) URL, got {cfg.url!r}")
+    if cfg.tel and e164_key(cfg.tel) is None:
+        raise ConfigError("redress.tel", f"{cfg.tel!r} is not a telephone number")
+    if cfg.email and "@" not in cfg.email:
+        raise ConfigError("redress.email", f"{cfg.email!r} is not an e-mail address")
+    for key, value in (("url", cfg.url), ("email", cfg.email)):
+        if any(c in value for c in '";\r\n '):
+            raise ConfigError(f"redress.{key}", "must not contain quotes, ';' or whitespace")
+    return cfg
+
+
+def _screening(t: _Table) -> ScreeningConfig:
+    d = ScreeningConfig()
+    emergency = t.strings("emergency_numbers", d.emergency_numbers)
+    for i, text in enumerate(emergency):
+        if not (text.isascii() and text.isdigit()):
+            raise ConfigError(f"screening.emergency_numbers[{i}]", f"{text!r} is not a dial string")
+    label_text = t.string("label_text", d.label_text)
+    if not label_text.strip() or any(c in label_text for c in '"\\\r\n'):
+        raise ConfigError("screening.label_text", "expected non-empty text without quotes")
+    mt = t.sub("modes")
+    modes = {name: mt.string(name, "enforce", MODES) for name in CHECK_NAMES}
+    mt.done()
+    if modes["emergency"] != "enforce":
+        raise ConfigError("screening.modes.emergency", "emergency calls are always enforced")
+    cfg = ScreeningConfig(
+        emergency_numbers=emergency,
+        psap_numbers=t.numbers("psap_numbers"),
+        government_numbers=t.numbers("government_numbers"),
+        allow=t.numbers("allow"),
+        label=t.numbers("label"),
+        block=t.numbers("block"),
+        label_text=label_text.strip()[:15],  # CNAM carries 15 characters
+        verdict_header=_header_name(t, "verdict_header", d.verdict_header),
+        modes=modes,
+    )
+    t.done()
+    return cfg
+
+
+def _header_name(t: _Table, name: str, default: str) -> str:
+    value = t.string(name, default)
+    if not is_token(value):
+        raise ConfigError(t.key(name), f"{value!r} is not a valid SIP header name")
+    return value

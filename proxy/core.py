@@ -1,0 +1,397 @@
+"""The stateless screening proxy (RFC 3261 §16.11), sans-I/O.
+
+Bytes and the current time go in; ``Event`` objects come out, ``Send``
+among them. The edges in ``proxy.transport`` do the actual I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from functools import lru_cache
+
+from .config import Config, RedressConfig, SwitchConfig
+from .events import (
+    Address,
+    Dropped,
+    Event,
+    Forwarded,
+    Malformed,
+    PingAnswered,
+    Replied,
+    Screened,
+    Send,
+)
+from .routing import SwitchPool
+from .screening import Action, Pipeline, Verdict
+from .sip import (
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    Uri,
+    Via,
+    build_response,
+    call_facts,
+    parse_datagram,
+    parse_name_addr,
+    relabel_address,
+    serialize,
+    serialize_request,
+)
+from .sip.builder import replace_first_value
+from .sip.grammar import split_commas
+from .sip.message import SipMessage
+from .sip.via import parse_via_value
+
+ROUTABLE_SCHEMES = frozenset(("sip", "sips", "tel"))
+SCREENED_METHODS = frozenset(("INVITE", "MESSAGE"))
+DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"))
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, PRACK, UPDATE, INFO, REFER, NOTIFY, SUBSCRIBE"
+COOKIE = "z9hG4bK"
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def usable_ip(host: str) -> bool:
+    """An IP literal we may send to: not broadcast, multicast or unspecified."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if ip.is_multicast or ip.is_unspecified:
+        return False
+    return not (ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"))
+
+
+def blocked_reason(redress: RedressConfig) -> str:
+    """The Reason header of a 603+ response, as ATIS-1000099 defines it."""
+    text = "v=analytics1"
+    for key, value in (("tel", redress.tel), ("url", redress.url), ("email", redress.email)):
+        if value:
+            text += f";{key}={value}"
+    return f'SIP;cause=603;text="{text}";location=RLN'
+
+
+class StatelessProxy:
+    def __init__(self, cfg: Config, pipeline: Pipeline, pool: SwitchPool, nonce: str) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.pool = pool
+        self.host = cfg.sip.public_host
+        self.port = cfg.sip.port
+        self.local_hosts = frozenset((cfg.sip.host, self.host))
+        self.limits = cfg.sip.limits
+        self.reason_603 = blocked_reason(cfg.redress)
+        self.verdict_header = cfg.screening.verdict_header
+        self.verdict_key = self.verdict_header.lower()
+        self.label = cfg.screening.label_text
+        self.nonce = nonce
+        self._ping_seq = 0
+
+    # -- entry points ----------------------------------------------------
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> list[Event]:
+        try:
+            msg = parse_datagram(data, self.limits)
+        except SipParseError as exc:
+            return self.reject(exc, source)
+        if msg is None:
+            return []
+        return self.receive_message(msg, source, now)
+
+    def receive_message(self, msg: SipMessage, source: Address, now: float) -> list[Event]:
+        if isinstance(msg, SipResponse):
+            return self._response(msg)
+        return self._request(msg, source, now)
+
+    def reject(self, exc: SipParseError, source: Address) -> list[Event]:
+        """Answer a malformed request when its top Via is usable; else drop."""
+        bad = Malformed(exc.status, exc.reason)
+        if not exc.is_request or not exc.headers:
+            return [bad, Dropped("malformed", exc.reason)]
+        via_value = next((v for k, _, v in exc.headers if k == "via"), None)
+        cseq = next((v for k, _, v in exc.headers if k == "cseq"), "")
+        if cseq.rstrip().upper().endswith(" ACK"):
+            return [bad, Dropped("malformed", exc.reason)]
+        try:
+            top = parse_via_value(split_commas(via_value)[0]) if via_value else None
+        except SipParseError:
+            top = None
+        if top is None:
+            return [bad, Dropped("malformed", exc.reason)]
+        tag = _digest(f"{source.host}|{cseq}|{top.branch}")[:12]
+        data = build_response(
+            exc.headers,
+            exc.status,
+            _REASONS.get(exc.status, "Bad Request"),
+            to_tag=tag,
+            top_via=self._received_via(top, source),
+        )
+        return [bad, Send(self._reply_address(top, source), data), Replied(exc.status, "?")]
+
+    def pings(self, now: float) -> list[Event]:
+        """OPTIONS health checks that are due now."""
+        out: list[Event] = []
+        for state in self.pool.due_pings(now):
+            sw = state.cfg
+            self._ping_seq += 1
+            call_id = f"rs-ping-{self.nonce}-{self._ping_seq}@{self.host}"
+            headers = [
+                (
+                    "Via",
+                    f"SIP/2.0/UDP {self.host}:{self.port};branch={COOKIE}rsping{_digest(call_id)}",
+                ),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:robocall-shield@{self.host}:{self.port}>;tag={self.nonce}"),
+                ("To", f"<sip:{sw.host}:{sw.port}>"),
+                ("Call-ID", call_id),
+                ("CSeq", f"{self._ping_seq} OPTIONS"),
+            ]
+            data = serialize_request("OPTIONS", f"sip:{sw.host}:{sw.port}", headers, b"")
+            self.pool.ping_sent(state, call_id, now)
+            out.append(Send(Address(sw.host, sw.port, sw.transport), data))
+        return out
+
+    # -- requests --------------------------------------------------------
+
+    def _request(self, req: SipRequest, source: Address, now: float) -> list[Event]:
+        top = req.vias[0]
+        top_via = self._received_via(top, source)
+        method = req.method
+        local_tag = self._local_tag(req)
+
+        def reply(status: int, reason: str, extra: tuple[tuple[str, str], ...] = ()) -> list[Event]:
+            if method == "ACK":
+                return [Dropped("ack-not-forwardable", f"{status} {reason}")]
+            data = build_response(
+                req.headers, status, reason, to_tag=local_tag, top_via=top_via, extra=extra
+            )
+            return [Send(self._reply_address(top, source), data), Replied(status, method)]
+
+        if method == "ACK" and req.to.tag == local_tag:
+            return [Dropped("ack-absorbed")]
+        if req.uri.scheme not in ROUTABLE_SCHEMES:
+            return reply(416, "Unsupported URI Scheme")
+        branch, loop_part = self._branch(req)
+        for via in req.vias:
+            if self._is_us(via.host, via.port) and (via.branch or "").endswith(loop_part):
+                return reply(482, "Loop Detected")
+        to_us = req.uri.user is None and self._is_us(req.uri.host, req.uri.port)
+        if req.max_forwards == 0:
+            if method == "OPTIONS" and to_us:
+                return reply(200, "OK", (("Allow", ALLOW),))
+            return reply(483, "Too Many Hops")
+        if method not in ("ACK", "CANCEL"):
+            unsupported = req.header_values("proxy-require")
+            if unsupported:
+                return reply(420, "Bad Extension", (("Unsupported", ", ".join(unsupported)),))
+        if method == "OPTIONS" and to_us and req.to.tag is None:
+            return reply(200, "OK", (("Allow", ALLOW),))
+        try:
+            routes = [parse_name_addr(v) for v in req.header_values("route")]
+        except SipParseError:
+            return reply(400, "Bad Route")
+        popped = 0
+        while popped < len(routes) and self._is_us(
+            routes[popped].uri.host, routes[popped].uri.port
+        ):
+            popped += 1
+
+        events: list[Event] = []
+        label: Verdict | None = None
+        initial = req.to.tag is None
+        if initial and method in SCREENED_METHODS:
+            call = call_facts(req, source.host)
+            result = self.pipeline.screen(call)
+            action = result.verdict.action
+            events.append(Screened(call, result, action))
+            if action is Action.BLOCK:
+                return events + reply(603, "Network Blocked", (("Reason", self.reason_603),))
+            if action is Action.LABEL:
+                label = result.verdict
+
+        switch: SwitchConfig | None = None
+        if popped < len(routes):
+            dest = self._uri_address(routes[popped].uri)
+        elif (
+            not initial and req.uri.scheme != "tel" and not self._is_us(req.uri.host, req.uri.port)
+        ):
+            dest = self._uri_address(req.uri)
+        else:
+            switch = self.pool.choose(req.call_id, now)
+            if switch is None:
+                return events + reply(503, "Service Unavailable", (("Retry-After", "5"),))
+            dest = Address(switch.host, switch.port, switch.transport)
+        if dest is None:
+            return events + reply(503, "Service Unavailable (next hop is not an IP address)")
+
+        strip_pai = switch is not None and not switch.trusted and _privacy_id(req)
+        data = self._forward(req, branch, top_via, dest, source, popped, label, strip_pai)
+        return [*events, Send(dest, data), Forwarded("request", method)]
+
+    def _forward(
+        self,
+        req: SipRequest,
+        branch: str,
+        top_via: str | None,
+        dest: Address,
+        source: Address,
+        popped: int,
+        label: Verdict | None,
+        strip_pai: bool,
+    ) -> bytes:
+        out = [("Via", f"SIP/2.0/{dest.transport.upper()} {self.host}:{self.port};branch={branch}")]
+        if self.cfg.sip.record_route and req.to.tag is None and req.method in DIALOG_METHODS:
+            out.append(("Record-Route", self._rr(dest.transport)))
+            if dest.transport != source.transport:  # RFC 5658 double Record-Route
+                out.append(("Record-Route", self._rr(source.transport)))
+        first_via = True
+        mf_seen = False
+        for key, name, value in req.headers:
+            if key == "via" and first_via:
+                first_via = False
+                if top_via is not None:
+                    value = replace_first_value(value, top_via)
+            elif key == "max-forwards":
+                mf_seen = True
+                value = str((req.max_forwards or 1) - 1)
+            elif key == "route" and popped:
+                parts = split_commas(value)
+                taken = min(popped, len(parts))
+                popped -= taken
+                if taken == len(parts):
+                    continue
+                value = ", ".join(parts[taken:])
+            elif key == "content-length" or key == self.verdict_key:
+                continue  # recomputed; and a peer must not forge our verdict
+            elif key == "p-asserted-identity":
+                if strip_pai:
+                    continue
+                if label is not None:
+                    value = ", ".join(relabel_address(p, self.label) for p in split_commas(value))
+            elif key == "from" and label is not None:
+                value = relabel_address(value, self.label)
+            out.append((name, value))
+        if not mf_seen:
+            out.append(("Max-Forwards", "70"))
+        if label is not None:
+            reasons = ",".join(label.reasons)
+            out.append((self.verdict_header, f"label; score={label.score}; reasons={reasons}"))
+        return serialize_request(req.method, req.uri.raw, out, req.body)
+
+    # -- responses -------------------------------------------------------
+
+    def _response(self, resp: SipResponse) -> list[Event]:
+        top = resp.vias[0]
+        if not self._is_us(top.host, top.port):
+            return [Dropped("response-not-ours", top.sent_by)]
+        if len(resp.vias) == 1:
+            state = self.pool.ping_answered(resp.call_id)
+            if state is None:
+                return [Dropped("response-unmatched")]
+            return [PingAnswered(state.cfg.name, resp.status)]
+        nxt = resp.vias[1]
+        host = nxt.params.get("received") or nxt.host
+        rport = nxt.params.get("rport")
+        port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
+        transport = nxt.transport.lower()
+        if transport not in ("udp", "tcp"):
+            return [Dropped("unsupported-transport", transport)]
+        if not usable_ip(host):
+            return [Dropped("bad-next-hop", host)]
+        out: list[tuple[str, str]] = []
+        first_via = True
+        for key, name, value in resp.headers:
+            if key == "via" and first_via:
+                first_via = False
+                rest = split_commas(value)[1:]
+                if not rest:
+                    continue
+                value = ", ".join(rest)
+            elif key == "content-length":
+                continue
+            out.append((name, value))
+        data = serialize(f"SIP/2.0 {resp.status} {resp.reason}", out, resp.body)
+        return [
+            Send(Address(host.strip("[]"), port, transport), data),
+            Forwarded("response", resp.cseq_method),
+        ]
+
+    # -- helpers ---------------------------------------------------------
+
+    def _is_us(self, host: str, port: int | None) -> bool:
+        return host in self.local_hosts and (port or 5060) == self.port
+
+    def _rr(self, transport: str) -> str:
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"<sip:{self.host}:{self.port}{suffix};lr>"
+
+    def _branch(self, req: SipRequest) -> tuple[str, str]:
+        """Deterministic branch: a transaction part, so retransmissions,
+        CANCEL and non-2xx ACK map to the same branch, and a loop part
+        (RFC 3261 §16.6 step 8) that stays the same if the request loops."""
+        top = req.vias[0]
+        ftag = req.from_.tag or ""
+        b = top.branch
+        if b and b.startswith(COOKIE) and len(b) > len(COOKIE):
+            txn = f"{b}|{top.sent_by}"
+        else:  # RFC 2543 peer: no usable branch
+            txn = f"{req.call_id}|{ftag}|{req.cseq}|{top.sent_by}"
+        loop = _digest(
+            f"{req.uri.raw}|{req.call_id}|{ftag}|{req.cseq}|{req.header('proxy-require')}"
+        )
+        return f"{COOKIE}{_digest(txn)}.{loop}", loop
+
+    def _local_tag(self, req: SipRequest) -> str:
+        """To-tag of our own responses; an ACK carrying it is ours to absorb."""
+        return _digest(f"{req.call_id}|{req.from_.tag}|{req.vias[0].branch}|{self.nonce}")[:12]
+
+    def _received_via(self, top: Via, source: Address) -> str | None:
+        """The top Via with received/rport filled in (RFC 3261 §18.2.1, RFC
+        3581), or None if unchanged. TCP peers always get rport so a response
+        finds its way back to the connection."""
+        params = top.params
+        add_received = top.host.strip("[]") != source.host
+        add_rport = ("rport" in params and params["rport"] is None) or source.transport == "tcp"
+        if not add_received and not add_rport:
+            return None
+        params = dict(params)
+        if add_received:
+            params["received"] = source.host
+        if add_rport:
+            params["rport"] = str(source.port)
+        text = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+        return f"SIP/2.0/{top.transport} {top.sent_by}{text}"
+
+    @staticmethod
+    def _reply_address(top: Via, source: Address) -> Address:
+        if source.transport == "tcp" or "rport" in top.params:
+            return source
+        return Address(source.host, top.port or 5060, source.transport)
+
+    @staticmethod
+    def _uri_address(uri: Uri) -> Address | None:
+        if not usable_ip(uri.host):
+            return None
+        transport = (uri.params.get("transport") or "udp").lower()
+        if transport not in ("udp", "tcp"):
+            return None
+        return Address(uri.host.strip("[]"), uri.port or 5060, transport)
+
+
+def _privacy_id(req: SipRequest) -> bool:
+    values = ";".join(req.header_values("privacy")).lower().split(";")
+    return any(v.strip() in ("id", "user", "header") for v in values)
+
+
+_REASONS = {
+    400: "Bad Request",
+    413: "Request Entity Too Large",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    483: "Too Many Hops",
+    505: "Version Not Supported",
+}

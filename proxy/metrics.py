@@ -1,0 +1,95 @@
+"""Prometheus metrics, fed from the core's events by the edges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .events import Dropped, Event, Forwarded, Malformed, PingAnswered, Replied, Screened, Send
+from .routing import SwitchPool, SwitchState
+
+
+class Metrics:
+    def __init__(self, pool: SwitchPool, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "rs_sip_received", "SIP messages received", ["transport"], registry=r
+        )
+        self.parse_errors = Counter(
+            "rs_sip_parse_errors", "Messages rejected by the parser", ["status"], registry=r
+        )
+        self.forwarded = Counter(
+            "rs_sip_forwarded", "Messages forwarded", ["kind", "method"], registry=r
+        )
+        self.replied = Counter(
+            "rs_sip_local_replies", "Responses the proxy generated itself", ["status"], registry=r
+        )
+        self.dropped = Counter(
+            "rs_sip_dropped", "Messages dropped or absorbed", ["reason"], registry=r
+        )
+        self.sent_bytes = Counter("rs_sip_sent_bytes", "Bytes sent", ["transport"], registry=r)
+        self.send_errors = Counter(
+            "rs_sip_send_errors", "Sends that failed at the transport", ["transport"], registry=r
+        )
+        self.verdicts = Counter(
+            "rs_screening_verdicts",
+            "Screening verdicts acted upon",
+            ["action", "method"],
+            registry=r,
+        )
+        self.observed = Counter(
+            "rs_screening_observed",
+            "Verdicts of checks in observe mode (recorded, not enforced)",
+            ["check", "action"],
+            registry=r,
+        )
+        self.check_errors = Counter(
+            "rs_screening_check_errors", "Checks that raised (failed open)", ["check"], registry=r
+        )
+        self.decided_by = Counter(
+            "rs_screening_decided", "Which check decided the verdict", ["check"], registry=r
+        )
+        self.pings = Counter(
+            "rs_switch_ping_responses", "OPTIONS health-check responses", ["switch"], registry=r
+        )
+        self.handle_seconds = Histogram(
+            "rs_sip_handle_seconds",
+            "Time to parse, screen and build the output of one message",
+            buckets=(25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3),
+            registry=r,
+        )
+        self.switch_up = Gauge(
+            "rs_switch_up", "1 when the switch is healthy", ["switch"], registry=r
+        )
+        for state in pool.states:
+            self.switch_up.labels(state.cfg.name).set_function(_up_reader(state))
+
+    def record(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, Send):
+                self.sent_bytes.labels(ev.dest.transport).inc(len(ev.data))
+            elif isinstance(ev, Forwarded):
+                self.forwarded.labels(ev.kind, ev.method).inc()
+            elif isinstance(ev, Replied):
+                self.replied.labels(str(ev.status)).inc()
+            elif isinstance(ev, Malformed):
+                self.parse_errors.labels(str(ev.status)).inc()
+            elif isinstance(ev, Dropped):
+                self.dropped.labels(ev.reason).inc()
+            elif isinstance(ev, Screened):
+                self.verdicts.labels(ev.action.value, ev.call.method).inc()
+                result = ev.screening
+                if result.decided_by:
+                    self.decided_by.labels(result.decided_by).inc()
+                for name, verdict in result.observed:
+                    self.observed.labels(name, verdict.action.value).inc()
+                for name in result.failed:
+                    self.check_errors.labels(name).inc()
+            elif isinstance(ev, PingAnswered):
+                self.pings.labels(ev.switch).inc()
+
+
+def _up_reader(state: SwitchState) -> Callable[[], float]:
+    return lambda: 1.0 if state.up else 0.0

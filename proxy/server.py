@@ -1,0 +1,133 @@
+"""Wires config, core, screening and edges into one worker on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+
+from .admin import AdminApi
+from .config import PLACEHOLDER_REDRESS_URL, Config
+from .core import StatelessProxy
+from .events import Event, Screened, Send
+from .metrics import Metrics
+from .routing import SwitchPool
+from .screening import build_pipeline
+from .transport.tcp import TcpEdge
+from .transport.udp import UdpEdge
+from .verdict_log import VerdictLog
+
+log = logging.getLogger("robocall_shield")
+
+
+class StartupError(Exception):
+    """A problem that stops start-up, reported as one line."""
+
+
+class Worker:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.pool = SwitchPool(cfg.switches, cfg.routing)
+        self.core = StatelessProxy(
+            cfg, build_pipeline(cfg.screening), self.pool, secrets.token_hex(4)
+        )
+        self.metrics = Metrics(self.pool)
+        self.verdicts = VerdictLog(cfg.log.verdict_log)
+        self.udp: UdpEdge | None = None
+        self.tcp: TcpEdge | None = None
+        self._closers: list[asyncio.BaseTransport | asyncio.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    def dispatch(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, Send):
+                edge = self.udp if ev.dest.transport == "udp" else self.tcp
+                if edge is None or not edge.send(ev.dest, ev.data):
+                    self.metrics.send_errors.labels(ev.dest.transport).inc()
+            elif isinstance(ev, Screened):
+                self.verdicts.write(ev)
+        self.metrics.record(events)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        sip = self.cfg.sip
+        # Outbound calls to switches go over UDP, so UDP always listens.
+        udp = self.udp = UdpEdge(self.core, self.dispatch)
+        udp.on_receive = self.metrics.received.labels("udp").inc
+        await self._listen(
+            "udp", loop.create_datagram_endpoint(lambda: udp, local_addr=(sip.host, sip.port))
+        )
+        self.tcp = TcpEdge(self.core, self.dispatch, sip.limits)
+        self.tcp.on_receive = self.metrics.received.labels("tcp").inc
+        if "tcp" in sip.transports:
+            await self._listen("tcp", loop.create_server(self.tcp.protocol, sip.host, sip.port))
+        if self.cfg.admin.enabled:
+            api = AdminApi(self.pool, self.metrics.registry, lambda: self._started)
+            await self._listen(
+                "admin http",
+                api.start(self.cfg.admin.host, self.cfg.admin.port),
+                self.cfg.admin.host,
+                self.cfg.admin.port,
+            )
+        if self.cfg.routing.health_checks:
+            self._tasks.append(loop.create_task(self._health_loop()))
+        if self.cfg.redress.url == PLACEHOLDER_REDRESS_URL:
+            log.warning(
+                "redress contact is the embedded placeholder %s; set [redress] before "
+                "blocking real traffic",
+                PLACEHOLDER_REDRESS_URL,
+            )
+        self._started = True
+        log.info(
+            "listening for SIP on %s:%d (%s); switches: %s",
+            sip.host,
+            sip.port,
+            "+".join(sip.transports),
+            ", ".join(f"{s.name}={s.host}:{s.port}" for s in self.cfg.switches),
+        )
+
+    async def _listen(
+        self, what: str, opening: object, host: str | None = None, port: int | None = None
+    ) -> None:
+        host = host or self.cfg.sip.host
+        port = port or self.cfg.sip.port
+        try:
+            result = await opening  # type: ignore[misc]
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for {what} on {host}:{port}: {exc.strerror}"
+            ) from None
+        self._closers.append(result[0] if isinstance(result, tuple) else result)
+
+    async def _health_loop(self) -> None:
+        step = min(self.cfg.routing.ping_interval, self.cfg.routing.ping_timeout) / 4
+        while True:
+            self.dispatch(self.core.pings(asyncio.get_running_loop().time()))
+            await asyncio.sleep(step)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for closer in self._closers:
+            closer.close()
+        if self.tcp is not None:
+            self.tcp.close()
+        self.verdicts.close()
+
+
+async def serve(cfg: Config) -> None:
+    worker = Worker(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.start()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await worker.stop()

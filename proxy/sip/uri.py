@@ -1,0 +1,145 @@
+"""SIP, SIPS and tel URIs, and the name-addr / addr-spec forms around them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .grammar import WS, bad, is_digits, is_token, parse_params, scan_quoted, unquote
+
+_SCHEME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_SCHEME_REST = _SCHEME_FIRST | frozenset("0123456789+-.")
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+SIP_SCHEMES = frozenset(("sip", "sips"))
+
+
+@dataclass(frozen=True, slots=True)
+class Uri:
+    """A parsed URI. For tel: ``user`` holds the number and ``host`` is empty;
+    for schemes we do not route on, only ``scheme`` and ``raw`` are set."""
+
+    raw: str
+    scheme: str
+    user: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: str | None = None
+
+
+def split_scheme(raw: str) -> tuple[str, str]:
+    colon = raw.find(":")
+    scheme = raw[:colon]
+    if colon <= 0 or scheme[0] not in _SCHEME_FIRST or any(c not in _SCHEME_REST for c in scheme):
+        raise bad(f"no URI scheme in {raw[:60]!r}")
+    return scheme.lower(), raw[colon + 1 :]
+
+
+def parse_host_port(text: str) -> tuple[str, int | None]:
+    """Parse ``host [ ":" port ]``; the host is lower-cased."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or any(c not in _IPV6_CHARS for c in text[1:end]):
+            raise bad(f"bad IPv6 reference {text[:60]!r}")
+        host, rest = text[: end + 1], text[end + 1 :]
+    else:
+        colon = text.find(":")
+        host, rest = (text, "") if colon < 0 else (text[:colon], text[colon:])
+        if not host or any(c not in _HOST_CHARS for c in host):
+            raise bad(f"bad host {host[:60]!r}")
+    port: int | None = None
+    if rest:
+        digits = rest[1:]
+        if rest[0] != ":" or not is_digits(digits) or len(digits) > 5 or int(digits) > 65535:
+            raise bad(f"bad port in {text[:60]!r}")
+        port = int(digits)
+    return host.lower(), port
+
+
+def parse_uri(raw: str, *, allow_headers: bool = True) -> Uri:
+    if not raw or any(c in WS for c in raw):
+        raise bad(f"bad URI {raw[:60]!r}")
+    scheme, rest = split_scheme(raw)
+    if scheme in SIP_SCHEMES:
+        return _parse_sip(raw, scheme, rest, allow_headers)
+    if scheme == "tel":
+        semi = rest.find(";")
+        number = rest if semi < 0 else rest[:semi]
+        if not number:
+            raise bad("empty tel: number")
+        return Uri(raw, scheme, number, "", None, parse_params(rest[len(number) :]))
+    return Uri(raw, scheme)
+
+
+def _parse_sip(raw: str, scheme: str, rest: str, allow_headers: bool) -> Uri:
+    user: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        user, rest = rest[:at], rest[at + 1 :]
+        if not user:
+            raise bad("empty user part")
+        colon = user.find(":")  # drop any password
+        if colon >= 0:
+            user = user[:colon]
+    headers: str | None = None
+    q = rest.find("?")
+    if q >= 0:
+        if not allow_headers:
+            raise bad("URI headers are not allowed in a Request-URI")
+        rest, headers = rest[:q], rest[q + 1 :]
+    semi = rest.find(";")
+    hostport, params = (rest, "") if semi < 0 else (rest[:semi], rest[semi:])
+    host, port = parse_host_port(hostport)
+    return Uri(raw, scheme, user, host, port, parse_params(params), headers)
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """From, To, P-Asserted-Identity, Contact, Route values."""
+
+    display: str | None
+    uri: Uri
+    params: dict[str, str | None]
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    text = value.strip(WS)
+    if not text:
+        raise bad("empty address")
+    display: str | None = None
+    if text[0] == '"':
+        end = scan_quoted(text, 0)
+        display = unquote(text[:end])
+        rest = text[end:].lstrip(WS)
+        if not rest.startswith("<"):
+            raise bad("quoted display name without <addr-spec>")
+        return _bracketed(display, rest)
+    lt = text.find("<")
+    if lt >= 0:
+        words = text[:lt].split()
+        if not all(is_token(w) for w in words):
+            raise bad(f"bad display name {text[:lt]!r}")
+        display = " ".join(words) or None
+        return _bracketed(display, text[lt:])
+    # addr-spec form: everything after the first ';' are header parameters
+    semi = text.find(";")
+    raw_uri = (text if semi < 0 else text[:semi]).rstrip(WS)
+    if any(c in raw_uri for c in ",?"):
+        raise bad(f"addr-spec needs <> around {raw_uri[:60]!r}")
+    return NameAddr(None, parse_uri(raw_uri), parse_params(text[len(raw_uri) :].lstrip(WS)))
+
+
+def _bracketed(display: str | None, text: str) -> NameAddr:
+    gt = text.find(">")
+    if gt < 0:
+        raise bad("missing '>' in address")
+    return NameAddr(display, parse_uri(text[1:gt]), parse_params(text[gt + 1 :]))
+
+
+def format_display_name(display: str) -> str:
+    escaped = display.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

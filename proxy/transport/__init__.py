@@ -1,0 +1,1 @@
+"""The async edges: thin uvloop transports around the sans-I/O core."""

@@ -1,0 +1,39 @@
+"""UDP edge: one socket both receives from peers and sends to switches, so
+the port in our Via is the port responses come back to."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from ..core import StatelessProxy
+from ..events import Address, Event
+
+
+class UdpEdge(asyncio.DatagramProtocol):
+    def __init__(self, core: StatelessProxy, dispatch: Callable[[list[Event]], None]) -> None:
+        self.core = core
+        self.dispatch = dispatch
+        self.transport: asyncio.DatagramTransport | None = None
+        self.on_receive: Callable[[], None] = lambda: None
+        self.on_error: Callable[[], None] = lambda: None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
+        self.on_receive()
+        source = Address(str(addr[0]), int(addr[1]), "udp")
+        self.dispatch(self.core.receive_datagram(data, source, time.monotonic()))
+
+    def error_received(self, exc: Exception) -> None:
+        self.on_error()  # ICMP errors from earlier sends; nothing to retry statelessly
+
+    def send(self, dest: Address, data: bytes) -> bool:
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.sendto(data, (dest.host, dest.port))
+        return True
