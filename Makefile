@@ -1,0 +1,47 @@
+# robocall-shield: every target creates .venv itself when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint unit bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python3 -m venv failed: installing python3-venv"; \
+	  apt-get install -y python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+## run: start the proxy on the embedded defaults (SIP 127.0.0.1:5060 udp+tcp, admin :8080)
+run: $(STAMP)
+	$(VENV)/bin/robocall-shield serve $(if $(CONFIG),--config $(CONFIG))
+
+## system-deps: Debian packages the tests need (SIPp from sip-tester)
+system-deps:
+	@command -v sipp >/dev/null 2>&1 || { \
+	  echo "installing sip-tester (SIPp)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq sip-tester >/dev/null; }
+
+## lint: ruff and mypy --strict on the packages
+lint: $(STAMP)
+	$(VENV)/bin/ruff check proxy blocklists tests loadtest
+	$(VENV)/bin/mypy --strict proxy blocklists
+
+## test: lint, then the whole suite, SIPp end-to-end tests included
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest -q
+
+## unit: the suite without the SIPp end-to-end tests
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e"
+
+## bench: parse+screen microbenchmark and the SIPp load figure
+bench: $(STAMP) system-deps
+	$(PY) loadtest/bench_core.py
+	$(PY) loadtest/load_sipp.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
