@@ -117,7 +117,8 @@ class StatelessProxy:
         if cseq.rstrip().upper().endswith(" ACK"):
             return [bad, Dropped("malformed", exc.reason)]
         try:
-            top = parse_via_value(split_commas(via_value)[0]) if via_value else None
+            first = split_commas(via_value)[0] if via_value else None
+            top = parse_via_value(first, any_version=True) if first else None
         except SipParseError:
             top = None
         if top is None:

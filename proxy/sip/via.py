@@ -31,12 +31,13 @@ class Via:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
 
-def parse_via_value(text: str) -> Via:
+def parse_via_value(text: str, *, any_version: bool = False) -> Via:
+    """One via-parm. ``any_version`` accepts SIP/x.y so a 505 can be routed."""
     m = _SENT.fullmatch(text)
     if m is None:
         raise bad(f"bad Via {text[:60]!r}")
     name, version, transport, host, port, params = m.groups()
-    if name.upper() != "SIP" or version != "2.0":
+    if name.upper() != "SIP" or (version != "2.0" and not any_version):
         raise SipParseError(505, "Version Not Supported")
     hostport = host if port is None else f"{host}:{port}"
     h, p = parse_host_port(hostport)

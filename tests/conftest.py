@@ -1,0 +1,47 @@
+"""Shared fixtures: the ../shared material and a ready-made proxy core."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.config import Config, parse_config
+from proxy.core import StatelessProxy
+from proxy.routing import SwitchPool
+from proxy.screening import build_pipeline
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_dir(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_dir():
+        pytest.skip(f"shared material {path} is absent (it lives beside the project root)")
+    return path
+
+
+def read_index(name: str) -> list[dict[str, str]]:
+    path = shared_dir(name) / "INDEX.tsv"
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def make_config(**sections: Any) -> Config:
+    data: dict[str, Any] = {
+        "sip": {"host": "192.0.2.5", "port": 5060},
+        "switches": [{"name": "sw1", "host": "192.0.2.20", "port": 5080}],
+        "routing": {"health_checks": False},
+        "redress": {"url": "https://redress.example.net/r", "tel": "+18005550100"},
+    }
+    data.update(sections)
+    return parse_config(data)
+
+
+def make_core(cfg: Config | None = None) -> StatelessProxy:
+    cfg = cfg or make_config()
+    return StatelessProxy(
+        cfg, build_pipeline(cfg.screening), SwitchPool(cfg.switches, cfg.routing), "t"
+    )

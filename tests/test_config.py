@@ -1,0 +1,117 @@
+"""Configuration: defaults, the example file, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_embedded_defaults_match_the_issue() -> None:
+    cfg = load_config()
+    assert (cfg.sip.host, cfg.sip.port, cfg.sip.transports) == ("127.0.0.1", 5060, ("udp", "tcp"))
+    assert [(s.host, s.port) for s in cfg.switches] == [("127.0.0.1", 5080)]
+    assert (cfg.admin.host, cfg.admin.port) == ("127.0.0.1", 8080)
+    assert cfg.sip.limits.max_message_bytes == 65536 and cfg.sip.limits.max_headers == 256
+    assert cfg.sip.limits.max_line_bytes == 8192
+
+
+def test_example_file_is_valid_and_documents_every_key() -> None:
+    example = ROOT / "config" / "robocall-shield.example.toml"
+    cfg = load_config(example)
+    assert cfg == load_config()  # the example shows the defaults
+    text = example.read_text()
+    import dataclasses
+
+    for section in (
+        cfg.sip,
+        cfg.sip.limits,
+        cfg.switches[0],
+        cfg.routing,
+        cfg.admin,
+        cfg.log,
+        cfg.redress,
+        cfg.screening,
+    ):
+        for f in dataclasses.fields(section):  # type: ignore[arg-type]
+            if f.name in ("limits", "modes"):
+                continue
+            assert f"\n{f.name} =" in text, f"{f.name} is not documented in the example"
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"sip": {"port": "abc"}}, "sip.port", "expected an integer"),
+        ({"sip": {"prot": 5060}}, "sip.prot", "unknown key"),
+        ({"sip": {"host": "localhost"}}, "sip.host", "expected an IP address"),
+        ({"sip": {"transports": ["udp", "sctp"]}}, "sip.transports[1]", "udp or tcp"),
+        (
+            {"switches": [{"host": "10.0.0.1"}, {"name": "switch1"}]},
+            "switches[1].name",
+            "duplicate",
+        ),
+        ({"routing": {"policy": "random"}}, "routing.policy", "expected one of"),
+        ({"redress": {"url": ""}}, "redress", "at least one of url, tel or email"),
+        ({"redress": {"tel": "12"}}, "redress.tel", "not a telephone number"),
+        (
+            {"screening": {"block": ["+12125550142", "nope"]}},
+            "screening.block[1]",
+            "not a telephone number",
+        ),
+        (
+            {"screening": {"modes": {"emergency": "observe"}}},
+            "screening.modes.emergency",
+            "always enforced",
+        ),
+        (
+            {"screening": {"modes": {"static_block": "maybe"}}},
+            "screening.modes.static_block",
+            "expected one of",
+        ),
+        ({"sip": {"host": "0.0.0.0"}}, "sip.advertised_host", "required"),
+    ],
+)
+def test_errors_name_the_key(data: dict[str, object], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert info.value.key == key and problem in info.value.problem
+
+
+def test_bad_config_stops_startup_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    for text, needle in (
+        ('[sip]\nport = "abc"\n', "sip.port: expected an integer"),
+        ("[sip\n", "not valid TOML"),
+        ("[screening]\nlabel_text = 5\n", "screening.label_text"),
+    ):
+        bad.write_text(text)
+        proc = subprocess.run(
+            [sys.executable, "-m", "proxy", "serve", "--config", str(bad)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy", "check-config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert (
+        proc.returncode == 2 and "cannot read" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    )
