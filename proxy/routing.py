@@ -66,7 +66,9 @@ class SwitchPool:
         return self._rendezvous(call_id)
 
     def _rendezvous(self, call_id: str) -> SwitchConfig | None:
-        key = int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest())
+        key = int.from_bytes(
+            hashlib.blake2b(call_id.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+        )
         best: SwitchState | None = None
         best_score = -1.0
         for s in self.states:

@@ -60,7 +60,7 @@ class VerdictLog:
             record["observed"] = {n: v.action.value for n, v in result.observed}
         if result.failed:
             record["failed_checks"] = list(result.failed)
-        _logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+        _logger.info(json.dumps(record, separators=(",", ":")))
 
     def close(self) -> None:
         if self._listener is not None:

@@ -97,6 +97,16 @@ async def setup(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     switch.transport.close()
 
 
+async def log_lines(path: Path) -> list[str]:
+    """The verdict log is written by a background thread: wait for it."""
+    for _ in range(100):
+        lines = path.read_text().splitlines() if path.exists() else []
+        if lines:
+            return lines
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing written to {path}")
+
+
 async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -145,12 +155,7 @@ async def test_blocked_call_gets_603_and_is_logged(setup: dict[str, Any]) -> Non
     assert data.startswith(b"SIP/2.0 603 Network Blocked\r\n")
     await asyncio.sleep(0.05)
     assert setup["switch"].queue.empty()
-    for _ in range(50):
-        lines = (setup["tmp"] / "verdicts.jsonl").read_text().splitlines()
-        if lines:
-            break
-        await asyncio.sleep(0.02)
-    record = json.loads(lines[-1])
+    record = json.loads((await log_lines(setup["tmp"] / "verdicts.jsonl"))[-1])
     assert (
         record["action"] == "block"
         and record["call_id"] == "blocked-1"

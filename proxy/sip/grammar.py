@@ -6,14 +6,16 @@ original bytes round-trip) and raise ``SipParseError(400)`` on bad syntax.
 
 from __future__ import annotations
 
+import re
+
 from .errors import SipParseError
 
-TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 WS = " \t"
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def is_token(text: str) -> bool:
-    return bool(text) and all(c in TOKEN_CHARS for c in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 def is_digits(text: str) -> bool:
@@ -118,7 +120,7 @@ def parse_params(text: str) -> dict[str, str | None]:
                 end = text.find(";", k)
                 end = n if end < 0 else end
                 value = text[k:end].strip(WS)
-                if not value or any(c in WS for c in value):
+                if not value or " " in value or "\t" in value:
                     raise bad(f"bad value for parameter {name!r}")
                 j = end
         params[name.lower()] = value

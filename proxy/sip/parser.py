@@ -49,38 +49,47 @@ def parse_message(
 def _lex_head(raw: bytes, limits: Limits) -> tuple[str, tuple[Header, ...]]:
     text = raw.decode("utf-8", "surrogateescape")
     lines = text.split("\r\n")
+    if max(map(len, lines)) > limits.max_line_bytes:
+        raise SipParseError(400, f"header line longer than {limits.max_line_bytes} bytes")
+    if "\r\n " in text or "\r\n\t" in text:
+        if lines[1][:1] in (" ", "\t"):
+            raise SipParseError(400, "continuation line before the first header")
+        lines = _FOLD.sub(" ", text).split("\r\n")
     start_line = lines[0]
     if not start_line:
         raise SipParseError(400, "empty start line")
-    headers: list[Header] = []
-    max_line = limits.max_line_bytes
-    current: str | None = None
-    for line in lines[1:]:
-        if len(line) > max_line:
-            raise SipParseError(400, f"header line longer than {max_line} bytes")
-        if line[:1] in (" ", "\t"):
-            if current is None:
-                raise SipParseError(400, "continuation line before the first header")
-            current += " " + line.strip(" \t")
-            continue
-        if current is not None:
-            headers.append(_split_header(current))
-        current = line
-    if current is not None:
-        headers.append(_split_header(current))
-    if len(headers) > limits.max_headers:
+    if len(lines) - 1 > limits.max_headers:
         raise SipParseError(400, f"more than {limits.max_headers} headers")
+    headers: list[Header] = []
+    append = headers.append
+    names = _NAMES
+    for i in range(1, len(lines)):
+        line = lines[i]
+        name, colon, value = line.partition(":")
+        known = names.get(name)
+        if known is None:
+            if not colon:
+                raise SipParseError(400, f"bad header line {line[:60]!r}")
+            known = _learn_name(name)
+        append((known[0], known[1], value.strip(" \t")))
     return start_line, tuple(headers)
 
 
-def _split_header(line: str) -> Header:
-    colon = line.find(":")
-    name = line[:colon].rstrip(" \t") if colon > 0 else ""
+# Header names as received -> (canonical key, clean name). Bounded, so a peer
+# sending random names cannot grow it.
+_NAMES: dict[str, tuple[str, str]] = {}
+_FOLD = re.compile(r"\r\n[ \t]+")
+
+
+def _learn_name(raw: str) -> tuple[str, str]:
+    name = raw.rstrip(" \t")
     if not is_token(name):
-        raise SipParseError(400, f"bad header line {line[:60]!r}")
+        raise SipParseError(400, f"bad header name {raw[:60]!r}")
     key = name.lower()
-    key = COMPACT_FORMS.get(key, key)
-    return key, name, line[colon + 1 :].strip(" \t")
+    known = (COMPACT_FORMS.get(key, key), name)
+    if len(_NAMES) < 1024:
+        _NAMES[raw] = known
+    return known
 
 
 def _build(

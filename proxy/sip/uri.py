@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .grammar import WS, bad, is_digits, is_token, parse_params, scan_quoted, unquote
 
-_SCHEME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_SCHEME_REST = _SCHEME_FIRST | frozenset("0123456789+-.")
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
-_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+_HOST = re.compile(r"[A-Za-z0-9.\-_]+")
+_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 SIP_SCHEMES = frozenset(("sip", "sips"))
 
 
@@ -28,24 +28,23 @@ class Uri:
 
 
 def split_scheme(raw: str) -> tuple[str, str]:
-    colon = raw.find(":")
-    scheme = raw[:colon]
-    if colon <= 0 or scheme[0] not in _SCHEME_FIRST or any(c not in _SCHEME_REST for c in scheme):
+    m = _SCHEME.match(raw)
+    if m is None:
         raise bad(f"no URI scheme in {raw[:60]!r}")
-    return scheme.lower(), raw[colon + 1 :]
+    return m.group(1).lower(), raw[m.end() :]
 
 
 def parse_host_port(text: str) -> tuple[str, int | None]:
     """Parse ``host [ ":" port ]``; the host is lower-cased."""
     if text.startswith("["):
         end = text.find("]")
-        if end < 0 or any(c not in _IPV6_CHARS for c in text[1:end]):
+        if end < 0 or _IPV6.fullmatch(text, 0, end + 1) is None:
             raise bad(f"bad IPv6 reference {text[:60]!r}")
         host, rest = text[: end + 1], text[end + 1 :]
     else:
         colon = text.find(":")
         host, rest = (text, "") if colon < 0 else (text[:colon], text[colon:])
-        if not host or any(c not in _HOST_CHARS for c in host):
+        if _HOST.fullmatch(host) is None:
             raise bad(f"bad host {host[:60]!r}")
     port: int | None = None
     if rest:
@@ -57,7 +56,7 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
 
 
 def parse_uri(raw: str, *, allow_headers: bool = True) -> Uri:
-    if not raw or any(c in WS for c in raw):
+    if not raw or " " in raw or "\t" in raw:
         raise bad(f"bad URI {raw[:60]!r}")
     scheme, rest = split_scheme(raw)
     if scheme in SIP_SCHEMES:
