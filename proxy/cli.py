@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(serve(cfg))
+        runner(serve(cfg, args.config))
     except StartupError as exc:
         print(f"robocall-shield: {exc}", file=sys.stderr)
         return 1

@@ -84,12 +84,20 @@ class StatelessProxy:
         self.port = cfg.sip.port
         self.local_hosts = frozenset((cfg.sip.host, self.host))
         self.limits = cfg.sip.limits
+        self.apply_policy(cfg, pipeline)
+        self.nonce = nonce
+        self._ping_seq = 0
+
+    def apply_policy(self, cfg: Config, pipeline: Pipeline) -> None:
+        """Swap in screening policy (lists, label, redress) from a reloaded
+        config. Each attribute is replaced whole, so a message in flight sees
+        either the old policy or the new one."""
+        self.cfg = cfg
+        self.pipeline = pipeline
         self.reason_603 = blocked_reason(cfg.redress)
         self.verdict_header = cfg.screening.verdict_header
         self.verdict_key = self.verdict_header.lower()
         self.label = cfg.screening.label_text
-        self.nonce = nonce
-        self._ping_seq = 0
 
     # -- entry points ----------------------------------------------------
 

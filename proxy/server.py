@@ -7,9 +7,10 @@ import contextlib
 import logging
 import secrets
 import signal
+from dataclasses import replace
 
 from .admin import AdminApi
-from .config import PLACEHOLDER_REDRESS_URL, Config
+from .config import PLACEHOLDER_REDRESS_URL, Config, ConfigError, load_config
 from .core import StatelessProxy
 from .events import Event, Screened, Send
 from .metrics import Metrics
@@ -108,6 +109,22 @@ class Worker:
             self.dispatch(self.core.pings(asyncio.get_running_loop().time()))
             await asyncio.sleep(step)
 
+    def reload(self, new: Config) -> list[str]:
+        """Apply a re-read config. Screening policy and redress take effect at
+        once; listeners, switches and admin need a restart. Returns the
+        sections that were not applied."""
+        needs_restart = [
+            name
+            for name in ("sip", "switches", "routing", "admin", "log")
+            if getattr(new, name) != getattr(self.cfg, name)
+        ]
+        self.core.apply_policy(
+            replace(self.cfg, screening=new.screening, redress=new.redress),
+            build_pipeline(new.screening),
+        )
+        self.cfg = self.core.cfg
+        return needs_restart
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -118,16 +135,31 @@ class Worker:
         self.verdicts.close()
 
 
-async def serve(cfg: Config) -> None:
+async def serve(cfg: Config, config_path: str | None = None) -> None:
     worker = Worker(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, _reload, worker, config_path)
     try:
         await worker.start()
         await stop.wait()
         log.info("shutting down")
     finally:
         await worker.stop()
+
+
+def _reload(worker: Worker, path: str | None) -> None:
+    """SIGHUP: re-read the config file; a bad file keeps the running policy."""
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        log.error("reload rejected, running policy kept: config error: %s", exc)
+        return
+    skipped = worker.reload(new)
+    log.info("reloaded screening policy from %s", path or "embedded defaults")
+    if skipped:
+        log.warning("changes to [%s] need a restart to take effect", "], [".join(skipped))
