@@ -133,7 +133,7 @@ async def test_udp_call_is_forwarded_and_responses_relayed(setup: dict[str, Any]
     relayed = parse_datagram(data)
     assert isinstance(relayed, SipResponse) and relayed.status == 180 and len(relayed.vias) == 1
     caller.transport.close()
-    line = json.loads((setup["tmp"] / "verdicts.jsonl").read_text().splitlines()[0])
+    line = json.loads((await log_lines(setup["tmp"] / "verdicts.jsonl"))[0])
     assert (
         line["action"] == "pass"
         and line["caller"] == "+12125550142"

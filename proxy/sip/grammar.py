@@ -96,6 +96,20 @@ def parse_params(text: str) -> dict[str, str | None]:
         return params
     if text[0] != ";":
         raise bad(f"unexpected text before parameters: {text[:40]!r}")
+    if '"' not in text:  # the common case: no quoted values, split directly
+        for part in text[1:].split(";"):
+            name, eq, raw = part.partition("=")
+            name = name.strip(WS)
+            if not is_token(name):
+                raise bad(f"bad parameter name {name!r}")
+            if eq:
+                raw = raw.strip(WS)
+                if not raw or " " in raw or "\t" in raw:
+                    raise bad(f"bad value for parameter {name!r}")
+                params[name.lower()] = raw
+            else:
+                params[name.lower()] = None
+        return params
     i = 1
     n = len(text)
     while True:
