@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the proxy")
     p_serve.add_argument("--config", help="TOML file; without it the embedded defaults apply")
+    p_serve.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop (asyncio only to measure what uvloop buys)",
+    )
     p_check = sub.add_parser("check-config", help="validate a configuration file and exit")
     p_check.add_argument("config")
     args = parser.parse_args(argv)
@@ -35,11 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=cfg.log.level.upper(), handlers=[handler])
-    try:
+    runner = asyncio.run
+    if args.loop == "uvloop":
         import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a hard dependency
-        runner = asyncio.run
-    else:
+
         runner = uvloop.run
     try:
         runner(serve(cfg, args.config))
