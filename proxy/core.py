@@ -39,7 +39,7 @@ from .sip import (
     serialize_request,
 )
 from .sip.builder import replace_first_value
-from .sip.grammar import split_commas
+from .sip.grammar import is_digits, split_commas
 from .sip.message import SipMessage
 from .sip.via import parse_via_value
 
@@ -80,9 +80,11 @@ class StatelessProxy:
         self.cfg = cfg
         self.pipeline = pipeline
         self.pool = pool
-        self.host = cfg.sip.public_host
+        self.host = _bracket(cfg.sip.public_host)
         self.port = cfg.sip.port
-        self.local_hosts = frozenset((cfg.sip.host, self.host))
+        self.local_hosts = frozenset((_bracket(cfg.sip.host), self.host))
+        self.switch_hosts = frozenset(s.host for s in cfg.switches)
+        self.trusted_hops = {(s.host, s.port): s.trusted for s in cfg.switches}
         self.limits = cfg.sip.limits
         self.apply_policy(cfg, pipeline)
         self.nonce = nonce
@@ -113,7 +115,11 @@ class StatelessProxy:
     def receive_message(self, msg: SipMessage, source: Address, now: float) -> list[Event]:
         if isinstance(msg, SipResponse):
             return self._response(msg)
-        return self._request(msg, source, now)
+        try:
+            return self._request(msg, source, now)
+        except SipParseError as exc:  # a header parsed lazily turned out malformed
+            exc.headers, exc.is_request = msg.headers, True
+            return self.reject(exc, source)
 
     def reject(self, exc: SipParseError, source: Address) -> list[Event]:
         """Answer a malformed request when its top Via is usable; else drop."""
@@ -131,12 +137,15 @@ class StatelessProxy:
             top = None
         if top is None:
             return [bad, Dropped("malformed", exc.reason)]
-        tag = _digest(f"{source.host}|{cseq}|{top.branch}")[:12]
+        call_id = next((v for k, _, v in exc.headers if k == "call-id"), "")
+        from_tag = _raw_tag(next((v for k, _, v in exc.headers if k == "from"), ""))
+        to_value = next((v for k, _, v in exc.headers if k == "to"), None)
+        needs_tag = to_value is not None and _raw_tag(to_value) is None
         data = build_response(
             exc.headers,
             exc.status,
             _REASONS.get(exc.status, "Bad Request"),
-            to_tag=tag,
+            to_tag=self._tag(call_id, from_tag, top.branch) if needs_tag else None,
             top_via=self._received_via(top, source),
         )
         return [bad, Send(self._reply_address(top, source), data), Replied(exc.status, "?")]
@@ -155,11 +164,11 @@ class StatelessProxy:
                 ),
                 ("Max-Forwards", "70"),
                 ("From", f"<sip:robocall-shield@{self.host}:{self.port}>;tag={self.nonce}"),
-                ("To", f"<sip:{sw.host}:{sw.port}>"),
+                ("To", f"<sip:{_bracket(sw.host)}:{sw.port}>"),
                 ("Call-ID", call_id),
                 ("CSeq", f"{self._ping_seq} OPTIONS"),
             ]
-            data = serialize_request("OPTIONS", f"sip:{sw.host}:{sw.port}", headers, b"")
+            data = serialize_request("OPTIONS", f"sip:{_bracket(sw.host)}:{sw.port}", headers, b"")
             self.pool.ping_sent(state, call_id, now)
             out.append(Send(Address(sw.host, sw.port, sw.transport), data))
         return out
@@ -170,19 +179,20 @@ class StatelessProxy:
         top = req.vias[0]
         top_via = self._received_via(top, source)
         method = req.method
-        local_tag = self._local_tag(req)
+        local_tag = self._tag(req.call_id, req.from_.tag, top.branch)
+        new_tag = local_tag if req.to.tag is None else None
 
         def reply(status: int, reason: str, extra: tuple[tuple[str, str], ...] = ()) -> list[Event]:
             if method == "ACK":
                 return [Dropped("ack-not-forwardable", f"{status} {reason}")]
             data = build_response(
-                req.headers, status, reason, to_tag=local_tag, top_via=top_via, extra=extra
+                req.headers, status, reason, to_tag=new_tag, top_via=top_via, extra=extra
             )
             return [Send(self._reply_address(top, source), data), Replied(status, method)]
 
         if method == "ACK" and req.to.tag == local_tag:
             return [Dropped("ack-absorbed")]
-        if req.uri.scheme not in ROUTABLE_SCHEMES:
+        if req.uri.scheme not in ROUTABLE_SCHEMES and not _is_sos(req.uri):
             return reply(416, "Unsupported URI Scheme")
         branch, loop_part = self._branch(req)
         for via in req.vias:
@@ -222,11 +232,17 @@ class StatelessProxy:
             if action is Action.LABEL:
                 label = result.verdict
 
+        # Peers may only reach the switches; a switch may reach anyone (the
+        # callers it has dialogs with). In-dialog requests from a peer without
+        # a Route go to the pool, keyed by Call-ID: the switch that has the call.
+        from_switch = source.host in self.switch_hosts
         switch: SwitchConfig | None = None
         if popped < len(routes):
             dest = self._uri_address(routes[popped].uri)
         elif (
-            not initial and req.uri.scheme != "tel" and not self._is_us(req.uri.host, req.uri.port)
+            from_switch
+            and req.uri.scheme in ("sip", "sips")
+            and not self._is_us(req.uri.host, req.uri.port)
         ):
             dest = self._uri_address(req.uri)
         else:
@@ -236,8 +252,10 @@ class StatelessProxy:
             dest = Address(switch.host, switch.port, switch.transport)
         if dest is None:
             return events + reply(503, "Service Unavailable (next hop is not an IP address)")
-
-        strip_pai = switch is not None and not switch.trusted and _privacy_id(req)
+        trusted = self.trusted_hops.get((dest.host, dest.port))
+        if trusted is None and not from_switch:
+            return events + reply(403, "Forbidden (relaying to other hosts is denied)")
+        strip_pai = not trusted and _privacy_id(req)
         data = self._forward(req, branch, top_via, dest, source, popped, label, strip_pai)
         return [*events, Send(dest, data), Forwarded("request", method)]
 
@@ -305,7 +323,11 @@ class StatelessProxy:
         nxt = resp.vias[1]
         host = nxt.params.get("received") or nxt.host
         rport = nxt.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
+        port = nxt.port or 5060
+        if rport:
+            if not (is_digits(rport) and len(rport) <= 5 and 0 < int(rport) < 65536):
+                return [Dropped("bad-next-hop", f"rport={rport[:10]}")]
+            port = int(rport)
         transport = nxt.transport.lower()
         if transport not in ("udp", "tcp"):
             return [Dropped("unsupported-transport", transport)]
@@ -354,9 +376,9 @@ class StatelessProxy:
         )
         return f"{COOKIE}{_digest(txn)}.{loop}", loop
 
-    def _local_tag(self, req: SipRequest) -> str:
+    def _tag(self, call_id: str, from_tag: str | None, branch: str | None) -> str:
         """To-tag of our own responses; an ACK carrying it is ours to absorb."""
-        return _digest(f"{req.call_id}|{req.from_.tag}|{req.vias[0].branch}|{self.nonce}")[:12]
+        return _digest(f"{call_id}|{from_tag}|{branch}|{self.nonce}")[:12]
 
     def _received_via(self, top: Via, source: Address) -> str | None:
         """The top Via with received/rport filled in (RFC 3261 §18.2.1, RFC
@@ -389,6 +411,23 @@ class StatelessProxy:
         if transport not in ("udp", "tcp"):
             return None
         return Address(uri.host.strip("[]"), uri.port or 5060, transport)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _is_sos(uri: Uri) -> bool:
+    """NG911 service URNs (RFC 5031): urn:service:sos and its sub-services."""
+    return uri.scheme == "urn" and uri.raw.lower().startswith("urn:service:sos")
+
+
+def _raw_tag(value: str) -> str | None:
+    """The tag of a From/To of a request that failed validation, if readable."""
+    try:
+        return parse_name_addr(value).tag
+    except SipParseError:
+        return None
 
 
 def _privacy_id(req: SipRequest) -> bool:

@@ -195,3 +195,20 @@ def test_tel_caller_and_identity_header() -> None:
         req((shared_dir("sip-corpus") / "invite_identity_shaken.sip").read_bytes()), "x"
     )
     assert shaken.identity is not None and shaken.identity.startswith("eyJ")
+
+
+def test_header_without_colon_is_rejected_even_for_a_known_name() -> None:
+    parse_datagram(request(extra=("Subject: x",)))
+    with pytest.raises(SipParseError, match="bad header line"):
+        parse_datagram(request(extra=("Subject",)))
+
+
+def test_folded_line_length_and_via_count_are_bounded() -> None:
+    folded = "X-Long: a" + "".join("\r\n " + "b" * 100 for _ in range(90))
+    with pytest.raises(SipParseError, match="longer than"):
+        parse_datagram(request(extra=(folded,)))
+    many = tuple("Via: " + ", ".join(f"SIP/2.0/UDP h{j}{i};branch=z9hG4bK{i}" for i in range(60)) for j in range(5))
+    with pytest.raises(SipParseError, match="Via values"):
+        parse_datagram(request(extra=many))
+    with pytest.raises(SipParseError, match="bad port"):
+        parse_uri("sip:a@b:0")

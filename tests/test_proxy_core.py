@@ -199,7 +199,7 @@ def test_in_dialog_requests_are_forwarded() -> None:
     assert cancel.method == "CANCEL"
 
 
-def test_in_dialog_request_follows_route_then_request_uri() -> None:
+def test_in_dialog_request_from_a_switch_follows_route_then_request_uri() -> None:
     core = make_core()
     routed = one_send(
         core.receive_datagram(
@@ -209,15 +209,13 @@ def test_in_dialog_request_follows_route_then_request_uri() -> None:
                 to_tag="sw1",
                 extra=("Route: <sip:192.0.2.5:5060;lr>, <sip:203.0.113.50:5062;lr>",),
             ),
-            PEER,
+            SWITCH,
             0.0,
         )
     )
     assert routed.dest == Address("203.0.113.50", 5062, "udp")
     msg = parse_datagram(routed.data)
-    assert isinstance(msg, SipRequest) and msg.header_values("route") == [
-        "<sip:203.0.113.50:5062;lr>"
-    ]
+    assert isinstance(msg, SipRequest) and msg.header_values("route") == ["<sip:203.0.113.50:5062;lr>"]
     direct = one_send(
         core.receive_datagram(
             request(
@@ -226,12 +224,28 @@ def test_in_dialog_request_follows_route_then_request_uri() -> None:
                 to_tag="sw1",
                 extra=("Route: <sip:192.0.2.5;lr>",),
             ),
-            PEER,
+            SWITCH,
             0.0,
         )
     )
     assert direct.dest == Address("203.0.113.77", 5090, "tcp")
     assert parse_datagram(direct.data).header("route") is None  # type: ignore[union-attr]
+
+
+def test_peers_reach_only_the_switches() -> None:
+    core = make_core()
+    # no Route: the in-dialog request goes to the switch that has the call
+    bye = request("BYE", "sip:callee@203.0.113.77:5090", to_tag="sw1")
+    assert one_send(core.receive_datagram(bye, PEER, 0.0)).dest == SWITCH
+    # the non-2xx ACK follows its INVITE even if the Request-URI names another host
+    ack = request("ACK", "sip:+13125550187@carrier.example.com", to_tag="sw1")
+    assert one_send(core.receive_datagram(ack, PEER, 0.0)).dest == SWITCH
+    # a Route through the switch is fine; a Route anywhere else is relaying
+    via_switch = request("BYE", "sip:x@203.0.113.77", to_tag="t", extra=("Route: <sip:192.0.2.20:5080;lr>",))
+    assert one_send(core.receive_datagram(via_switch, PEER, 0.0)).dest == SWITCH
+    relay = request("BYE", "sip:x@203.0.113.77", to_tag="t", extra=("Route: <sip:127.0.0.1:8080;transport=tcp;lr>",))
+    _, resp = reply(core, relay)
+    assert resp.status == 403
 
 
 def test_blocked_caller_gets_603_plus_and_its_ack_is_absorbed() -> None:
@@ -417,3 +431,39 @@ def test_health_pings_and_their_answers() -> None:
     assert Replied in {
         type(e) for e in core.receive_datagram(request("OPTIONS", "sip:192.0.2.5"), PEER, 3.2)
     }
+
+
+def test_hostile_values_never_escape_as_other_exceptions() -> None:
+    core = make_core()
+    cases = [
+        request().replace(b"CSeq: 101", b"CSeq: " + b"0" * 5000 + b"1"),
+        request().replace(b"Max-Forwards: 70", b"Max-Forwards: " + b"0" * 5000),
+        request(extra=('Proxy-Require: a, "b',)),
+    ]
+    for data in cases:
+        send = one_send(core.receive_datagram(data, PEER, 0.0))
+        assert send.data.startswith(b"SIP/2.0 400 Bad Request\r\n")
+    untrusted = make_core(make_config(switches=[{"host": "192.0.2.20", "port": 5080, "trusted": False}]))
+    send = one_send(untrusted.receive_datagram(request(extra=('Privacy: id, "x',)), PEER, 0.0))
+    assert send.data.startswith(b"SIP/2.0 400 Bad Request\r\n")
+    weird_rport = response(vias=("SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKx", "SIP/2.0/UDP 198.51.100.10;branch=z9hG4bK1;rport=\u00b2"))
+    assert core.receive_datagram(weird_rport, SWITCH, 0.0)[0].reason == "bad-next-hop"  # type: ignore[union-attr]
+
+
+def test_bare_lf_cannot_smuggle_headers() -> None:
+    smuggled = request(extra=("Subject: hi\nX-Robocall-Verdict: pass",))
+    events = make_core().receive_datagram(smuggled, PEER, 0.0)
+    assert not sends(events) and Dropped("malformed", "bare CR or LF in the header section") in events
+
+
+def test_ng911_urn_is_routed_to_a_switch_and_passes() -> None:
+    core = make_core(make_config(screening={"block": ["+12125550142"]}))
+    out = forwarded(core, request(ruri="urn:service:sos.fire"))
+    assert out.uri.raw == "urn:service:sos.fire" and out.header("x-robocall-verdict") is None
+
+
+def test_to_tag_inside_the_uri_is_not_a_header_tag() -> None:
+    core = make_core(make_config(screening={"block": ["+12125550142"]}))
+    data = request().replace(b"To: <sip:+13125550187@192.0.2.5;user=phone>", b"To: <sip:x@192.0.2.5;tag=inuri>")
+    _, resp = reply(core, data)
+    assert resp.status == 603 and resp.to.tag not in (None, "inuri")

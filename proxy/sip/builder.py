@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from .grammar import WS, scan_quoted, split_commas
@@ -10,7 +9,6 @@ from .message import Header
 from .uri import format_display_name
 
 CRLF = "\r\n"
-_TO_TAG = re.compile(r";\s*tag\s*=", re.I)
 
 
 def encode(text: str) -> bytes:
@@ -44,7 +42,8 @@ def build_response(
     (RFC 3261 §8.2.6.2); works for requests that failed validation too.
 
     ``top_via`` replaces the first Via value (with ``received``/``rport``
-    added); ``to_tag`` is added to To when it has none.
+    added); ``to_tag``, when given, is appended to To: the caller knows from
+    the parsed To whether it already has one.
     """
     out: list[tuple[str, str]] = []
     via_done = top_via is None
@@ -57,7 +56,7 @@ def build_response(
         elif key in ("from", "call-id", "cseq"):
             out.append((name, value))
         elif key == "to":
-            if to_tag is not None and _TO_TAG.search(value) is None:
+            if to_tag is not None:
                 value = f"{value};tag={to_tag}"
             out.append((name, value))
     out.extend(extra)

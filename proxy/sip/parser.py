@@ -19,6 +19,8 @@ from .via import Via, parse_via_header
 _VERSION = re.compile(r"SIP/\d+\.\d+", re.I)
 _SINGLE = ("call-id", "cseq", "from", "to", "max-forwards")
 _MAX_CSEQ = 2**32 - 1
+# Max-Forwards caps a path at 255 hops; more Vias than that is an attack.
+MAX_VIAS = 256
 _HEAD_END = b"\r\n\r\n"
 
 
@@ -48,13 +50,17 @@ def parse_message(
 
 def _lex_head(raw: bytes, limits: Limits) -> tuple[str, tuple[Header, ...]]:
     text = raw.decode("utf-8", "surrogateescape")
+    crlf = text.count("\r\n")
+    if text.count("\r") != crlf or text.count("\n") != crlf:
+        # a bare CR or LF would let a downstream parser see headers we never saw
+        raise SipParseError(400, "bare CR or LF in the header section")
     lines = text.split("\r\n")
-    if max(map(len, lines)) > limits.max_line_bytes:
-        raise SipParseError(400, f"header line longer than {limits.max_line_bytes} bytes")
     if "\r\n " in text or "\r\n\t" in text:
         if lines[1][:1] in (" ", "\t"):
             raise SipParseError(400, "continuation line before the first header")
         lines = _FOLD.sub(" ", text).split("\r\n")
+    if max(map(len, lines)) > limits.max_line_bytes:
+        raise SipParseError(400, f"header line longer than {limits.max_line_bytes} bytes")
     start_line = lines[0]
     if not start_line:
         raise SipParseError(400, "empty start line")
@@ -66,10 +72,10 @@ def _lex_head(raw: bytes, limits: Limits) -> tuple[str, tuple[Header, ...]]:
     for i in range(1, len(lines)):
         line = lines[i]
         name, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError(400, f"bad header line {line[:60]!r}")
         known = names.get(name)
         if known is None:
-            if not colon:
-                raise SipParseError(400, f"bad header line {line[:60]!r}")
             known = _learn_name(name)
         append((known[0], known[1], value.strip(" \t")))
     return start_line, tuple(headers)
@@ -114,6 +120,8 @@ def _build(
             lengths.append(value)
 
     body = _body(lengths, data, body_start, datagram)
+    if len(vias) > MAX_VIAS:
+        raise SipParseError(400, f"more than {MAX_VIAS} Via values")
     if not vias:
         raise SipParseError(400, "missing Via")
     for key in ("call-id", "cseq", "from", "to"):
@@ -125,7 +133,7 @@ def _build(
     mf_text = single.get("max-forwards")
     max_forwards: int | None = None
     if mf_text is not None:
-        if not is_digits(mf_text) or int(mf_text) > 255:
+        if not is_digits(mf_text) or len(mf_text) > 10 or int(mf_text) > 255:
             raise SipParseError(400, f"bad Max-Forwards {mf_text[:20]!r}")
         max_forwards = int(mf_text)
     common = (headers, body, tuple(vias), single["call-id"], cseq, cseq_method, from_, to)
@@ -174,7 +182,7 @@ def _response(
 
 def _cseq(value: str) -> tuple[int, str]:
     parts = value.split()
-    if len(parts) != 2 or not is_digits(parts[0]) or not is_token(parts[1]):
+    if len(parts) != 2 or not is_digits(parts[0]) or len(parts[0]) > 10 or not is_token(parts[1]):
         raise SipParseError(400, f"bad CSeq {value[:40]!r}")
     number = int(parts[0])
     if number > _MAX_CSEQ:

@@ -49,7 +49,12 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
     port: int | None = None
     if rest:
         digits = rest[1:]
-        if rest[0] != ":" or not is_digits(digits) or len(digits) > 5 or int(digits) > 65535:
+        if (
+            rest[0] != ":"
+            or not is_digits(digits)
+            or len(digits) > 5
+            or not 0 < int(digits) < 65536
+        ):
             raise bad(f"bad port in {text[:60]!r}")
         port = int(digits)
     return host.lower(), port
