@@ -72,6 +72,9 @@ class AdminApi:
             status, ctype, body = _json(400, {"error": "request head too large"})
         except (TimeoutError, asyncio.IncompleteReadError):
             status, ctype, body = _json(408, {"error": "incomplete request"})
+        except OSError:  # the client went away
+            writer.close()
+            return
         writer.write(
             f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
@@ -80,6 +83,8 @@ class AdminApi:
             writer.write(body)
         try:
             await writer.drain()
+        except OSError:
+            pass
         finally:
             writer.close()
 

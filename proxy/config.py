@@ -7,6 +7,7 @@ Every problem becomes one ``ConfigError`` naming the key, e.g.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +200,7 @@ def load_config(path: str | Path | None = None) -> Config:
 def parse_config(data: dict[str, Any]) -> Config:
     root = _Table(data, "")
     cfg = Config(
-        sip=_sip(root.sub("sip")),
+        sip=(sip := _sip(root.sub("sip"))),
         switches=_switches(root.data.pop("switches", None)),
         routing=_routing(root.sub("routing")),
         admin=_admin(root.sub("admin")),
@@ -208,6 +209,12 @@ def parse_config(data: dict[str, Any]) -> Config:
         screening=_screening(root.sub("screening")),
     )
     root.done()
+    family = ipaddress.ip_address(sip.host).version
+    for i, sw in enumerate(cfg.switches):
+        if ipaddress.ip_address(sw.host).version != family:
+            raise ConfigError(
+                f"switches[{i}].host", f"IPv{family} only: the SIP socket is on {sip.host}"
+            )
     return cfg
 
 
@@ -230,7 +237,7 @@ def _sip(t: _Table) -> SipConfig:
         host=t.ip("host", d.host),
         port=t.integer("port", d.port, 1, 65535),
         transports=tuple(dict.fromkeys(transports)),
-        advertised_host=t.string("advertised_host", d.advertised_host),
+        advertised_host=_advertised_host(t),
         record_route=t.boolean("record_route", d.record_route),
         limits=limits,
     )
@@ -238,6 +245,20 @@ def _sip(t: _Table) -> SipConfig:
     if cfg.host in ("0.0.0.0", "::") and not cfg.advertised_host:
         raise ConfigError("sip.advertised_host", "required when sip.host is a wildcard address")
     return cfg
+
+
+def _advertised_host(t: _Table) -> str:
+    value = t.string("advertised_host", "").lower()
+    if not value:
+        return value
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if _HOSTNAME.fullmatch(value) is None:
+            raise ConfigError(
+                "sip.advertised_host", f"expected an IP address or host name, got {value!r}"
+            ) from None
+    return value
 
 
 def _switches(value: Any) -> tuple[SwitchConfig, ...]:
@@ -309,16 +330,48 @@ def _redress(t: _Table) -> RedressConfig:
     t.done()
     if not (cfg.url or cfg.tel or cfg.email):
         raise ConfigError("redress", "set at least one of url, tel or email (ATIS-1000099 603+)")
-    if cfg.url and not cfg.url.startswith(("https://", "http://")):
-        raise ConfigError("redress.url", f"expected an http(s) URL, got {cfg.url!r}")
-    if cfg.tel and e164_key(cfg.tel) is None:
+    # These go inside the quoted text of the 603+ Reason header, so quotes,
+    # backslashes, ';' and whitespace would break or inject into it.
+    if cfg.url and _REDRESS_URL.fullmatch(cfg.url) is None:
+        raise ConfigError(
+            "redress.url", f"expected an http(s) URL without quotes, ';' or spaces, got {cfg.url!r}"
+        )
+    if cfg.tel and (_REDRESS_TEL.fullmatch(cfg.tel) is None or e164_key(cfg.tel) is None):
         raise ConfigError("redress.tel", f"{cfg.tel!r} is not a telephone number")
-    if cfg.email and "@" not in cfg.email:
+    if cfg.email and _REDRESS_EMAIL.fullmatch(cfg.email) is None:
         raise ConfigError("redress.email", f"{cfg.email!r} is not an e-mail address")
-    for key, value in (("url", cfg.url), ("email", cfg.email)):
-        if any(c in value for c in '";\r\n '):
-            raise ConfigError(f"redress.{key}", "must not contain quotes, ';' or whitespace")
     return cfg
+
+
+_SAFE = r"[^\s\";\\<>\x00-\x1f\x7f]"
+_REDRESS_URL = re.compile(rf"https?://{_SAFE}+")
+_REDRESS_TEL = re.compile(r"\+?[0-9][0-9().\-]*")
+_REDRESS_EMAIL = re.compile(rf"[^@\s\";\\<>\x00-\x1f\x7f]+@{_SAFE}+")
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*")
+# Headers the proxy reads or rewrites: the verdict header must not be one.
+_RESERVED_HEADERS = frozenset(
+    [
+        "via",
+        "from",
+        "to",
+        "call-id",
+        "cseq",
+        "contact",
+        "route",
+        "record-route",
+        "max-forwards",
+        "content-length",
+        "content-type",
+        "p-asserted-identity",
+        "privacy",
+        "identity",
+        "reason",
+        "proxy-require",
+        "require",
+        "supported",
+        "diversion",
+    ]
+)
 
 
 def _screening(t: _Table) -> ScreeningConfig:
@@ -352,6 +405,8 @@ def _screening(t: _Table) -> ScreeningConfig:
 
 def _header_name(t: _Table, name: str, default: str) -> str:
     value = t.string(name, default)
-    if not is_token(value):
+    if not is_token(value) or len(value) == 1:
         raise ConfigError(t.key(name), f"{value!r} is not a valid SIP header name")
+    if value.lower() in _RESERVED_HEADERS:
+        raise ConfigError(t.key(name), f"{value!r} is a header the proxy reads or rewrites")
     return value

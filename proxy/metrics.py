@@ -71,7 +71,7 @@ class Metrics:
             if isinstance(ev, Send):
                 self.sent_bytes.labels(ev.dest.transport).inc(len(ev.data))
             elif isinstance(ev, Forwarded):
-                self.forwarded.labels(ev.kind, ev.method).inc()
+                self.forwarded.labels(ev.kind, method_label(ev.method)).inc()
             elif isinstance(ev, Replied):
                 self.replied.labels(str(ev.status)).inc()
             elif isinstance(ev, Malformed):
@@ -79,7 +79,7 @@ class Metrics:
             elif isinstance(ev, Dropped):
                 self.dropped.labels(ev.reason).inc()
             elif isinstance(ev, Screened):
-                self.verdicts.labels(ev.action.value, ev.call.method).inc()
+                self.verdicts.labels(ev.action.value, method_label(ev.call.method)).inc()
                 result = ev.screening
                 if result.decided_by:
                     self.decided_by.labels(result.decided_by).inc()
@@ -89,6 +89,32 @@ class Metrics:
                     self.check_errors.labels(name).inc()
             elif isinstance(ev, PingAnswered):
                 self.pings.labels(ev.switch).inc()
+
+
+# Methods get their own label; anything else is "other", so a peer inventing
+# methods cannot create unbounded time series.
+KNOWN_METHODS = frozenset(
+    [
+        "INVITE",
+        "ACK",
+        "CANCEL",
+        "BYE",
+        "OPTIONS",
+        "MESSAGE",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "REFER",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "REGISTER",
+        "PUBLISH",
+    ]
+)
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 def _up_reader(state: SwitchState) -> Callable[[], float]:

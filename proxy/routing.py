@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from .config import RoutingConfig, SwitchConfig
 
 _MASK = (1 << 64) - 1
-AFFINITY_TTL = 64 * 0.5  # 64*T1: the longest a transaction lives
+# An INVITE transaction lives as long as the phone rings: past Timer C (180 s),
+# so a late CANCEL or ACK still finds its switch. Refreshed on every hit.
+AFFINITY_TTL = 200.0
 AFFINITY_MAX = 200_000
 
 
@@ -83,6 +85,8 @@ class SwitchPool:
     def _round_robin(self, call_id: str, now: float) -> SwitchConfig | None:
         hit = self._affinity.get(call_id)
         if hit is not None and hit[0].up and hit[1] > now:
+            self._affinity[call_id] = (hit[0], now + AFFINITY_TTL)
+            self._affinity.move_to_end(call_id)
             return hit[0].cfg
         up = self.healthy()
         if not up:

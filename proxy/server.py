@@ -106,7 +106,10 @@ class Worker:
     async def _health_loop(self) -> None:
         step = min(self.cfg.routing.ping_interval, self.cfg.routing.ping_timeout) / 4
         while True:
-            self.dispatch(self.core.pings(asyncio.get_running_loop().time()))
+            try:
+                self.dispatch(self.core.pings(asyncio.get_running_loop().time()))
+            except Exception:  # never let one bad send stop health checking
+                log.exception("health check round failed")
             await asyncio.sleep(step)
 
     def reload(self, new: Config) -> list[str]:

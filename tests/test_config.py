@@ -115,3 +115,26 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
     assert (
         proc.returncode == 2 and "cannot read" in proc.stderr and len(proc.stderr.splitlines()) == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"redress": {"tel": '+12125550142;x"\r\nX-Evil: 1'}}, "redress.tel"),
+        ({"redress": {"url": "https://example.net/a\\"}}, "redress.url"),
+        ({"redress": {"url": "https://example.net/a;b"}}, "redress.url"),
+        ({"redress": {"email": "a b@example.net"}}, "redress.email"),
+        ({"screening": {"verdict_header": "From"}}, "screening.verdict_header"),
+        ({"sip": {"advertised_host": "proxy example"}}, "sip.advertised_host"),
+        ({"switches": [{"host": "::1"}]}, "switches[0].host"),
+    ],
+)
+def test_values_that_would_inject_or_break_messages_are_refused(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert info.value.key == key
+
+
+def test_redress_contacts_that_are_fine() -> None:
+    cfg = parse_config({"redress": {"tel": "+1-800-555-0100", "email": "redress@example.net", "url": "https://r.example.net/x?y=1"}})
+    assert cfg.redress.tel == "+1-800-555-0100"
