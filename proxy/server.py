@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import time
 from dataclasses import replace
 
 from .admin import AdminApi
@@ -75,6 +76,7 @@ class Worker:
             )
         if self.cfg.routing.health_checks:
             self._tasks.append(loop.create_task(self._health_loop()))
+        self._tasks.append(loop.create_task(self._tcp_sweep()))
         if self.cfg.redress.url == PLACEHOLDER_REDRESS_URL:
             log.warning(
                 "redress contact is the embedded placeholder %s; set [redress] before "
@@ -127,6 +129,12 @@ class Worker:
         )
         self.cfg = self.core.cfg
         return needs_restart
+
+    async def _tcp_sweep(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            if self.tcp is not None:
+                self.tcp.close_idle(time.monotonic())
 
     async def stop(self) -> None:
         for task in self._tasks:

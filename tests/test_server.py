@@ -263,3 +263,16 @@ async def test_port_in_use_is_a_clean_startup_error() -> None:
         with pytest.raises(StartupError, match=f"cannot listen for udp on 127.0.0.1:{port}"):
             await worker.start()
         await worker.stop()
+
+
+async def test_idle_tcp_connections_are_closed(setup: dict[str, Any]) -> None:
+    import time
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", setup["sip"])
+    writer.write(b"\r\n\r\n")
+    assert await asyncio.wait_for(reader.readexactly(2), 3) == b"\r\n"
+    tcp = setup["worker"].tcp
+    assert tcp.close_idle(time.monotonic()) == 0  # just active
+    assert tcp.close_idle(time.monotonic() + 3600) == 1
+    assert await asyncio.wait_for(reader.read(), 3) == b""  # closed by the proxy
+    writer.close()

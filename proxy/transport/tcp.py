@@ -16,6 +16,13 @@ from ..sip import KeepAlivePing, Limits, SipParseError, StreamFramer
 log = logging.getLogger("robocall_shield.tcp")
 Key = tuple[str, int]
 
+# Like Kamailio's tcp_max_connections and tcp_connection_lifetime: a peer
+# cannot hold unbounded sockets, and idle ones are closed (RFC 5626 keep-alives
+# count as activity).
+MAX_CONNECTIONS = 4096
+IDLE_TIMEOUT = 300.0
+MAX_PENDING = 64  # messages queued per destination while connecting
+
 
 class TcpConnection(asyncio.Protocol):
     def __init__(self, edge: TcpEdge) -> None:
@@ -23,15 +30,23 @@ class TcpConnection(asyncio.Protocol):
         self.framer = StreamFramer(edge.limits)
         self.transport: asyncio.Transport | None = None
         self.peer: Address | None = None
+        self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        if len(self.edge.connections) >= MAX_CONNECTIONS:
+            log.warning("tcp connection limit %d reached; refusing a connection", MAX_CONNECTIONS)
+            self.edge.on_error()
+            transport.close()
+            return
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Address(host, port, "tcp")
         self.edge.connections[(host, port)] = self
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None and self.transport is not None
+        if self.peer is None or self.transport is None:
+            return  # refused in connection_made
+        self.last_active = time.monotonic()
         try:
             framed = self.framer.feed(data)
         except SipParseError as exc:
@@ -61,6 +76,7 @@ class TcpConnection(asyncio.Protocol):
     def write(self, data: bytes) -> bool:
         if self.transport is None or self.transport.is_closing():
             return False
+        self.last_active = time.monotonic()
         self.transport.write(data)
         return True
 
@@ -74,6 +90,7 @@ class TcpEdge:
         self.limits = limits
         self.connections: dict[Key, TcpConnection] = {}
         self._pending: dict[Key, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.on_receive: Callable[[], None] = lambda: None
         self.on_error: Callable[[], None] = lambda: None
 
@@ -87,11 +104,23 @@ class TcpEdge:
             return conn.write(data)
         queued = self._pending.get(key)
         if queued is not None:
+            if len(queued) >= MAX_PENDING:
+                return False
             queued.append(data)
             return True
         self._pending[key] = [data]
-        asyncio.get_running_loop().create_task(self._connect(key))
+        task = asyncio.get_running_loop().create_task(self._connect(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return True
+
+    def close_idle(self, now: float) -> int:
+        """Close connections idle for longer than IDLE_TIMEOUT; returns how many."""
+        idle = [c for c in self.connections.values() if now - c.last_active > IDLE_TIMEOUT]
+        for conn in idle:
+            if conn.transport is not None:
+                conn.transport.close()
+        return len(idle)
 
     async def _connect(self, key: Key) -> None:
         loop = asyncio.get_running_loop()
