@@ -36,7 +36,12 @@ class Worker:
             cfg, build_pipeline(cfg.screening), self.pool, secrets.token_hex(4)
         )
         self.metrics = Metrics(self.pool)
-        self.verdicts = VerdictLog(cfg.log.verdict_log)
+        try:
+            self.verdicts = VerdictLog(cfg.log.verdict_log)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot open verdict log {cfg.log.verdict_log}: {exc.strerror}"
+            ) from None
         self.udp: UdpEdge | None = None
         self.tcp: TcpEdge | None = None
         self._closers: list[asyncio.BaseTransport | asyncio.Server] = []
@@ -77,6 +82,7 @@ class Worker:
         if self.cfg.routing.health_checks:
             self._tasks.append(loop.create_task(self._health_loop()))
         self._tasks.append(loop.create_task(self._tcp_sweep()))
+        self._tasks.append(loop.create_task(self._flush_verdicts()))
         if self.cfg.redress.url == PLACEHOLDER_REDRESS_URL:
             log.warning(
                 "redress contact is the embedded placeholder %s; set [redress] before "
@@ -130,6 +136,11 @@ class Worker:
         self.cfg = self.core.cfg
         return needs_restart
 
+    async def _flush_verdicts(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self.verdicts.flush()
+
     async def _tcp_sweep(self) -> None:
         while True:
             await asyncio.sleep(30)
@@ -170,6 +181,7 @@ def _reload(worker: Worker, path: str | None) -> None:
     except ConfigError as exc:
         log.error("reload rejected, running policy kept: config error: %s", exc)
         return
+    worker.verdicts.reopen()  # logrotate sends SIGHUP too
     skipped = worker.reload(new)
     log.info("reloaded screening policy from %s", path or "embedded defaults")
     if skipped:

@@ -1,6 +1,6 @@
 """The structured verdict log: one JSON line per screened call.
 
-Lines are queued on the event loop and written by a background thread, so a
+Events are queued on the event loop and written by a background thread, so a
 slow disk never blocks SIP handling.
 """
 
@@ -8,64 +8,111 @@ from __future__ import annotations
 
 import json
 import logging
-import logging.handlers
 import queue
 import sys
+import threading
 import time
 from typing import TextIO
 
 from .events import Screened
 
-_logger = logging.getLogger("robocall_shield.verdicts")
+_REOPEN = "\x00reopen"  # never a batch of JSON lines
 
 
 class VerdictLog:
+    """Lines are formatted on the event loop into a batch; a whole batch goes
+    to a writer thread, which only does the blocking write. One hand-off per
+    batch keeps GIL switches off the per-call path; the loop never waits on
+    the disk."""
+
+    BATCH = 512
+
     def __init__(self, target: str) -> None:
+        self.target = target
         self.enabled = bool(target)
-        self._listener: logging.handlers.QueueListener | None = None
+        self._lines: list[str] = []
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         if not self.enabled:
             return
-        stream: TextIO | None = sys.stdout if target == "-" else None
-        handler: logging.Handler = (
-            logging.StreamHandler(stream)
-            if stream
-            else logging.FileHandler(target, encoding="utf-8")
-        )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        _logger.handlers = [logging.handlers.QueueHandler(q)]
-        _logger.propagate = False
-        _logger.setLevel(logging.INFO)
-        self._listener = logging.handlers.QueueListener(q, handler)
-        self._listener.start()
+        self._stream = self._open()
+        self._thread = threading.Thread(target=self._run, name="verdict-log", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> TextIO:
+        if self.target == "-":
+            return sys.stdout
+        return open(self.target, "a", encoding="utf-8")
 
     def write(self, ev: Screened, now: float | None = None) -> None:
-        if not self.enabled:
-            return
-        call, result = ev.call, ev.screening
-        record = {
-            "ts": round(time.time() if now is None else now, 6),
-            "event": "verdict",
-            "call_id": call.call_id,
-            "method": call.method,
-            "caller": call.caller,
-            "callee": call.callee,
-            "source": call.source,
-            "action": ev.action.value,
-            "score": result.verdict.score,
-            "reasons": list(result.verdict.reasons),
-            "decided_by": result.decided_by,
-        }
-        if result.observed:
-            record["observed"] = {n: v.action.value for n, v in result.observed}
-        if result.failed:
-            record["failed_checks"] = list(result.failed)
-        _logger.info(json.dumps(record, separators=(",", ":")))
+        if self.enabled:
+            self._lines.append(format_verdict(time.time() if now is None else now, ev))
+            if len(self._lines) >= self.BATCH:
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand the pending lines to the writer; the worker calls this often."""
+        if self._lines:
+            self._queue.put("".join(self._lines))
+            self._lines = []
+
+    def reopen(self) -> None:
+        """After log rotation (SIGHUP): the writer reopens the file."""
+        if self.enabled:
+            self.flush()
+            self._queue.put(_REOPEN)
 
     def close(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+        if self._thread is not None:
+            self.flush()
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if chunk is _REOPEN:
+                self._reopen()
+                continue
+            try:
+                self._stream.write(chunk)
+                self._stream.flush()
+            except (OSError, ValueError) as exc:  # disk full, closed stdout: keep serving
+                logging.getLogger("robocall_shield").error("verdict log write failed: %s", exc)
+        if self._stream is not sys.stdout:
+            self._stream.close()
+
+    def _reopen(self) -> None:
+        if self._stream is sys.stdout:
+            return
+        self._stream.close()
+        try:
+            self._stream = self._open()
+        except OSError as exc:
+            logging.getLogger("robocall_shield").error("cannot reopen verdict log: %s", exc)
+            self._stream = sys.stdout
+
+
+def format_verdict(ts: float, ev: Screened) -> str:
+    call, result = ev.call, ev.screening
+    record: dict[str, object] = {
+        "ts": round(ts, 6),
+        "event": "verdict",
+        "call_id": call.call_id,
+        "method": call.method,
+        "caller": call.caller,
+        "callee": call.callee,
+        "source": call.source,
+        "action": ev.action.value,
+        "score": result.verdict.score,
+        "reasons": list(result.verdict.reasons),
+        "decided_by": result.decided_by,
+    }
+    if result.observed:
+        record["observed"] = {n: v.action.value for n, v in result.observed}
+    if result.failed:
+        record["failed_checks"] = list(result.failed)
+    return json.dumps(record, separators=(",", ":")) + "\n"
 
 
 class JsonFormatter(logging.Formatter):

@@ -28,17 +28,14 @@ def bad(reason: str) -> SipParseError:
 
 def scan_quoted(text: str, start: int) -> int:
     """Return the index just past the quoted-string opening at ``start``."""
-    i = start + 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i + 1
-        i += 1
-    raise bad("unterminated quoted string")
+    m = _QUOTED_REST.match(text, start + 1)
+    if m is None:
+        raise bad("unterminated quoted string")
+    return m.end()
+
+
+_QUOTED_REST = re.compile(r'(?:[^"\\]|\\.)*"', re.S)
+_LIST_SPECIAL = re.compile(r'[",<>]')
 
 
 def unquote(quoted: str) -> str:
@@ -62,24 +59,24 @@ def split_commas(value: str) -> list[str]:
     """Split a multi-value header on commas outside quotes and angle brackets."""
     if "," not in value:
         return [value.strip(WS)]
+    if '"' not in value and "<" not in value:
+        return [p.strip(WS) for p in value.split(",")]
     parts: list[str] = []
     depth = 0
     start = 0
-    i = 0
-    n = len(value)
-    while i < n:
-        c = value[i]
+    pos = 0
+    while (m := _LIST_SPECIAL.search(value, pos)) is not None:
+        c, i = m.group(), m.start()
+        pos = i + 1
         if c == '"':
-            i = scan_quoted(value, i)
-            continue
-        if c == "<":
+            pos = scan_quoted(value, i)
+        elif c == "<":
             depth += 1
         elif c == ">":
             depth = max(0, depth - 1)
-        elif c == "," and depth == 0:
+        elif depth == 0:
             parts.append(value[start:i].strip(WS))
-            start = i + 1
-        i += 1
+            start = pos
     parts.append(value[start:].strip(WS))
     return parts
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .grammar import WS, bad, is_digits, is_token, parse_params, scan_quoted, unquote
 
@@ -60,6 +61,13 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
     return host.lower(), port
 
 
+# The parsers below are pure, and the same values recur in every message of a
+# call (From, To, Via, the Request-URI), so they are memoised. The caches are
+# bounded; results are shared and must be treated as read-only.
+PARSE_CACHE_SIZE = 16384
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
 def parse_uri(raw: str, *, allow_headers: bool = True) -> Uri:
     if not raw or " " in raw or "\t" in raw:
         raise bad(f"bad URI {raw[:60]!r}")
@@ -110,6 +118,7 @@ class NameAddr:
         return self.params.get("tag")
 
 
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
 def parse_name_addr(value: str) -> NameAddr:
     text = value.strip(WS)
     if not text:

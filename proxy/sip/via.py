@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import SipParseError
 from .grammar import bad, parse_params, split_commas
-from .uri import parse_host_port
+from .uri import PARSE_CACHE_SIZE, parse_host_port
 
 _SENT = re.compile(
     r"([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/;]+)\s+(\[[^\]]*\]|[^\s;:]+)(?:\s*:\s*([^\s;]*))?\s*(.*)",
@@ -31,6 +32,7 @@ class Via:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
 
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
 def parse_via_value(text: str, *, any_version: bool = False) -> Via:
     """One via-parm. ``any_version`` accepts SIP/x.y so a 505 can be routed."""
     m = _SENT.fullmatch(text)
