@@ -7,6 +7,8 @@ import asyncio
 import logging
 import sys
 
+from blocklists import cli as blocklist_cli
+
 from .config import ConfigError, load_config
 from .server import StartupError, serve
 from .verdict_log import JsonFormatter
@@ -27,13 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_check = sub.add_parser("check-config", help="validate a configuration file and exit")
     p_check.add_argument("config")
+    blocklist_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(getattr(args, "config", None))
     except ConfigError as exc:
         print(f"robocall-shield: config error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "blocklist":
+        return blocklist_cli.run(args, cfg.blocklists.fp_rate)
     if args.command == "check-config":
         print(f"{args.config}: ok")
         return 0

@@ -18,7 +18,17 @@ from .sip.limits import Limits
 from .sip.numbers import e164_key
 
 PLACEHOLDER_REDRESS_URL = "https://redress.example.net/robocall-shield"
-CHECK_NAMES = ("emergency", "static_allow", "static_label", "static_block")
+CHECK_NAMES = (
+    "emergency",
+    "static_allow",
+    "static_label",
+    "static_block",
+    "blocklist_allow",
+    "dno",
+    "invalid_number",
+    "blocklist",
+    "prefix_rule",
+)
 MODES = ("enforce", "observe")
 
 
@@ -68,6 +78,15 @@ class AdminConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
+    token: str = ""  # bearer token for POST endpoints; empty disables them
+
+
+@dataclass(frozen=True, slots=True)
+class BlocklistConfig:
+    dir: str = ""  # artefact directory from `robocall-shield blocklist build`
+    fp_rate: float = 0.001
+    watch_interval: float = 5.0
+    ftc_action: str = "label"  # what an FTC complaint alone does: label or block
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +124,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     redress: RedressConfig = field(default_factory=RedressConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    blocklists: BlocklistConfig = field(default_factory=BlocklistConfig)
 
 
 class _Table:
@@ -207,6 +227,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         log=_log(root.sub("log")),
         redress=_redress(root.sub("redress")),
         screening=_screening(root.sub("screening")),
+        blocklists=_blocklists(root.sub("blocklists")),
     )
     root.done()
     family = ipaddress.ip_address(sip.host).version
@@ -305,6 +326,21 @@ def _admin(t: _Table) -> AdminConfig:
         enabled=t.boolean("enabled", d.enabled),
         host=t.ip("host", d.host),
         port=t.integer("port", d.port, 1, 65535),
+        token=t.string("token", d.token),
+    )
+    t.done()
+    if cfg.token and (len(cfg.token) < 16 or any(c.isspace() for c in cfg.token)):
+        raise ConfigError("admin.token", "use at least 16 characters without whitespace")
+    return cfg
+
+
+def _blocklists(t: _Table) -> BlocklistConfig:
+    d = BlocklistConfig()
+    cfg = BlocklistConfig(
+        dir=t.string("dir", d.dir),
+        fp_rate=t.number("fp_rate", d.fp_rate, 1e-9, 0.5),
+        watch_interval=t.number("watch_interval", d.watch_interval, 0.0, 3600),
+        ftc_action=t.string("ftc_action", d.ftc_action, ("label", "block")),
     )
     t.done()
     return cfg

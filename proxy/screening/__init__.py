@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from ..config import ScreeningConfig
+from blocklists.slot import ArtefactSlot
+
+from ..config import BlocklistConfig, ScreeningConfig
 from .checks import EmergencyCheck, NumberListCheck
+from .list_checks import (
+    BlocklistAllowCheck,
+    BlocklistCheck,
+    DnoCheck,
+    InvalidNumberCheck,
+    PrefixRuleCheck,
+)
 from .pipeline import Check, Pipeline, Screening, Stage
 from .verdict import CLEAN, Action, Mode, Verdict
 
@@ -22,11 +31,23 @@ __all__ = [
 ]
 
 
-def build_pipeline(cfg: ScreeningConfig) -> Pipeline:
+def build_pipeline(
+    cfg: ScreeningConfig,
+    slot: ArtefactSlot | None = None,
+    lists: BlocklistConfig | None = None,
+) -> Pipeline:
+    """The chain, in order: emergency, allow lists, blocks, labels."""
+    slot = slot or ArtefactSlot()
+    lists = lists or BlocklistConfig()
     checks: list[Check] = [
         EmergencyCheck(cfg.emergency_numbers, cfg.psap_numbers | cfg.government_numbers),
         NumberListCheck("static_allow", cfg.allow, Verdict(Action.PASS, 0, ("allowlist",))),
+        BlocklistAllowCheck(slot),
         NumberListCheck("static_block", cfg.block, Verdict(Action.BLOCK, 100, ("blocklist",))),
+        DnoCheck(slot),
+        InvalidNumberCheck(),
+        BlocklistCheck(slot, lists.ftc_action),
+        PrefixRuleCheck(slot),
         NumberListCheck("static_label", cfg.label, Verdict(Action.LABEL, 70, ("labellist",))),
     ]
     return Pipeline([Stage(c, Mode(cfg.modes[c.name])) for c in checks])

@@ -1,0 +1,205 @@
+"""Readers for every list source. Each yields what it could read and records
+every row it could not, with file and line: a bad row never aborts a build
+and never disappears silently."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import enum
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxy.sip.numbers import e164_key
+
+FTC_COLUMNS = (
+    "Company_Phone_Number",
+    "Created_Date",
+    "Violation_Date",
+    "Consumer_City",
+    "Consumer_State",
+    "Consumer_Area_Code",
+    "Subject",
+    "Recorded_Message_Or_Robocall",
+)
+EPOCH = datetime.date(1970, 1, 1).toordinal()
+_NANP_10 = 10_000_000_000
+
+
+class Kind(enum.Enum):
+    FTC = "ftc"  # FTC Do Not Call reported-calls CSV
+    LIST = "list"  # a plain list of numbers to block
+    BLOCK = "block"  # the operator's own block list
+    ALLOW = "allow"  # the operator's allow list: never blocked by a list
+    DNO = "dno"  # Do-Not-Originate: a call claiming one is spoofed
+    PREFIX = "prefix"  # prefix and range rules
+
+
+# Bits of the per-number flags byte in the artefact.
+class Flag(enum.IntFlag):
+    FTC = 1
+    ROBOCALL = 2  # an FTC complaint said it was a recording or robocall
+    LIST = 4
+    BLOCK = 8
+    DNO = 16
+
+
+KIND_FLAG = {Kind.FTC: Flag.FTC, Kind.LIST: Flag.LIST, Kind.BLOCK: Flag.BLOCK, Kind.DNO: Flag.DNO}
+PREFIX_ACTIONS = ("block", "label", "allow")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    kind: Kind
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass(slots=True)
+class Report:
+    """What reading one source produced, besides the numbers."""
+
+    source: Source
+    rows: int = 0
+    entries: int = 0
+    skipped: int = 0  # rows that are valid but carry no number (FTC allows that)
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, line: int, reason: str) -> None:
+        self.problems.append(Problem(str(self.source.path), line, reason))
+
+
+def parse_source(spec: str) -> Source:
+    """``KIND:PATH``; a bare path is a plain number list."""
+    kind_text, sep, path = spec.partition(":")
+    if not sep:
+        return Source(Kind.LIST, Path(spec))
+    try:
+        kind = Kind(kind_text)
+    except ValueError:
+        kinds = ", ".join(k.value for k in Kind)
+        raise ValueError(f"{spec!r}: unknown source kind {kind_text!r} (one of {kinds})") from None
+    if not path:
+        raise ValueError(f"{spec!r}: no path after {kind_text}:")
+    return Source(kind, Path(path))
+
+
+def number_key(text: str) -> int | None:
+    """Fast path for the common plain forms, then the general normaliser."""
+    if text.isdigit() and text.isascii():
+        if len(text) == 10:
+            return _NANP_10 + int(text)
+        if len(text) == 11 and text[0] == "1":
+            return int(text)
+    return e164_key(text)
+
+
+def read_numbers(report: Report) -> Iterator[int]:
+    """One number per line in any NANP or E.164 form; ``#`` starts a comment."""
+    with _open_text(report.source.path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            report.rows += 1
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            key = number_key(text)
+            if key is None:
+                report.problem(lineno, f"not a telephone number: {text[:40]!r}")
+                continue
+            report.entries += 1
+            yield key
+
+
+@dataclass(frozen=True, slots=True)
+class Complaint:
+    key: int
+    day: int  # days since 1970-01-01 of the call (Violation_Date)
+    robocall: bool
+
+
+def read_ftc(report: Report) -> Iterator[Complaint]:
+    days: dict[str, int] = {}
+    with _open_text(report.source.path) as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            report.problem(1, "empty file: no FTC header")
+            return
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        if tuple(header[: len(FTC_COLUMNS)]) != FTC_COLUMNS:
+            report.problem(1, f"not an FTC Do Not Call CSV header: {','.join(header)[:120]!r}")
+            return
+        for row in reader:
+            report.rows += 1
+            lineno = reader.line_num
+            if len(row) != len(FTC_COLUMNS):
+                report.problem(lineno, f"expected {len(FTC_COLUMNS)} fields, got {len(row)}")
+                continue
+            number = row[0].strip()
+            if not number:
+                report.skipped += 1
+                continue
+            key = number_key(number)
+            if key is None:
+                report.problem(lineno, f"Company_Phone_Number is not a number: {number[:40]!r}")
+                continue
+            stamp = row[2].strip()[:10]
+            day = days.get(stamp)
+            if day is None:
+                try:
+                    day = datetime.date.fromisoformat(stamp).toordinal() - EPOCH
+                except ValueError:
+                    report.problem(lineno, f"bad Violation_Date {row[2][:30]!r}")
+                    continue
+                days[stamp] = day
+            flag = row[7].strip().upper()
+            if flag not in ("Y", "N", ""):
+                report.problem(lineno, f"bad Recorded_Message_Or_Robocall {row[7][:10]!r}")
+                continue
+            report.entries += 1
+            yield Complaint(key, day, flag == "Y")
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixRule:
+    prefix: str  # E.164 digits without '+'
+    action: str  # block, label or allow
+
+
+def read_prefixes(report: Report) -> Iterator[PrefixRule]:
+    """``+1900 block``, ``+1212555 label``, ``+12125550 allow``; the action
+    defaults to block. Longest prefix wins; allow rules are exceptions."""
+    with _open_text(report.source.path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            report.rows += 1
+            parts = line.split("#", 1)[0].split()
+            if not parts:
+                continue
+            prefix, action = parts[0], (parts[1].lower() if len(parts) > 1 else "block")
+            digits = prefix[1:] if prefix.startswith("+") else ""
+            if not (digits.isascii() and digits.isdigit() and 1 <= len(digits) <= 15):
+                report.problem(lineno, f"prefix must be '+' and 1 to 15 digits: {prefix[:30]!r}")
+                continue
+            if action not in PREFIX_ACTIONS or len(parts) > 2:
+                report.problem(
+                    lineno, f"expected '<+prefix> [block|label|allow]': {line.strip()[:60]!r}"
+                )
+                continue
+            report.entries += 1
+            yield PrefixRule(digits, action)
+
+
+def _open_text(path: Path) -> io.TextIOWrapper:
+    # Undecodable bytes become U+FFFD so the row is reported, not the file lost.
+    return open(path, encoding="utf-8", errors="replace", newline="")

@@ -1,0 +1,162 @@
+"""A loaded artefact: Bloom filter in memory, exact store memory-mapped.
+
+The exact store and its side table are ``mmap``-ed read-only, so every
+worker on the machine shares the same pages. A Bloom miss answers "not
+listed" at once; a hit is confirmed by binary search in the exact store, so a
+Bloom false positive never blocks a call.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import time
+from bisect import bisect_left
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rbloom import Bloom
+
+from .build import FORMAT, NO_DAY, sha256_file
+from .sources import Flag
+
+_EXPECTED = {
+    "bloom.bin",
+    "keys.u64",
+    "flags.u8",
+    "complaints.u32",
+    "first_seen.u16",
+    "last_seen.u16",
+    "allow.u64",
+    "prefixes.json",
+}
+
+
+class ArtefactError(Exception):
+    """The artefact cannot be trusted; the running one stays in place."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    flags: Flag
+    complaints: int
+    first_seen: int | None  # days since 1970-01-01, FTC entries only
+    last_seen: int | None
+
+
+class Artefact:
+    def __init__(self, directory: Path, manifest: dict[str, Any], verify: bool = True) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.version: str = manifest["version"]
+        self.built_at: float = float(manifest.get("built_at_epoch", 0.0))
+        self.counts: dict[str, int] = dict(manifest.get("counts", {}))
+        self.loaded_at = time.time()
+        self.bloom_false_positives = 0
+        files: dict[str, Path] = {}
+        for name, info in manifest["files"].items():
+            path = directory / info["path"]
+            if not path.is_file():
+                raise ArtefactError(f"{path}: missing")
+            if verify and sha256_file(path) != info["sha256"]:
+                raise ArtefactError(f"{path}: sha256 does not match the manifest")
+            files[name] = path
+        missing = _EXPECTED - files.keys()
+        if missing:
+            raise ArtefactError(f"manifest lacks {', '.join(sorted(missing))}")
+        self._maps: list[mmap.mmap] = []
+        self.keys = self._view(files["keys.u64"], "Q")
+        self.flags = self._view(files["flags.u8"], "B")
+        self.complaints = self._view(files["complaints.u32"], "I")
+        self.first_seen = self._view(files["first_seen.u16"], "H")
+        self.last_seen = self._view(files["last_seen.u16"], "H")
+        self.allow = self._view(files["allow.u64"], "Q")
+        n = len(self.keys)
+        if not len(self.flags) == len(self.complaints) == len(self.last_seen) == n:
+            raise ArtefactError("side table length differs from the exact store")
+        try:
+            self.bloom = Bloom.load(str(files["bloom.bin"]), int)
+        except Exception as exc:  # rbloom raises ValueError/OSError on a bad file
+            raise ArtefactError(f"bloom.bin: {exc}") from None
+        rules = json.loads(files["prefixes.json"].read_text(encoding="utf-8"))
+        self.prefixes: dict[str, str] = {str(p): str(a) for p, a in rules}
+        self.prefix_lengths = sorted({len(p) for p in self.prefixes}, reverse=True)
+
+    @classmethod
+    def load(cls, directory: Path, verify: bool = True) -> Artefact:
+        try:
+            manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ArtefactError(f"{directory}/manifest.json: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ArtefactError(f"{directory}/manifest.json: not JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ArtefactError(
+                f"{directory}/manifest.json: not an artefact manifest of format {FORMAT}"
+            )
+        try:
+            return cls(directory, manifest, verify)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtefactError(f"{directory}: malformed manifest or file ({exc})") from None
+
+    def _view(self, path: Path, fmt: Literal["Q", "B", "I", "H"]) -> memoryview[int]:
+        size = path.stat().st_size
+        if size == 0:
+            return memoryview(b"").cast(fmt)
+        with path.open("rb") as fh:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._maps.append(mapped)
+        try:
+            return memoryview(mapped).cast(fmt)
+        except TypeError:
+            raise ArtefactError(f"{path}: size {size} is not a whole number of items") from None
+
+    # -- the hot path --------------------------------------------------
+
+    def lookup(self, key: int) -> Entry | None:
+        if key not in self.bloom:
+            return None
+        keys = self.keys
+        i = bisect_left(keys, key)
+        if i == len(keys) or keys[i] != key:
+            self.bloom_false_positives += 1
+            return None
+        first, last = self.first_seen[i], self.last_seen[i]
+        return Entry(
+            Flag(self.flags[i]),
+            self.complaints[i],
+            None if first == NO_DAY else first,
+            last or None,
+        )
+
+    def allowed(self, key: int) -> bool:
+        allow = self.allow
+        i = bisect_left(allow, key)
+        return i < len(allow) and allow[i] == key
+
+    def prefix_action(self, key: int) -> tuple[str, str] | None:
+        """(prefix, action) of the longest rule matching the E.164 key."""
+        if not self.prefixes:
+            return None
+        digits = str(key)
+        for n in self.prefix_lengths:
+            action = self.prefixes.get(digits[:n])
+            if action is not None and n <= len(digits):
+                return digits[:n], action
+        return None
+
+    def close(self) -> None:
+        """Release the maps; only once no check can still be using them."""
+        for view in (
+            self.keys,
+            self.flags,
+            self.complaints,
+            self.first_seen,
+            self.last_seen,
+            self.allow,
+        ):
+            view.release()
+        for mapped in self._maps:
+            mapped.close()
+        self._maps.clear()

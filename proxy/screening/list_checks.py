@@ -1,0 +1,114 @@
+"""Checks backed by the blocklist artefact: allow list, DNO, invalid numbers,
+the exact blocklist and prefix rules. All in memory; a Bloom miss costs a few
+hundred nanoseconds, a hit is confirmed in the exact store before any BLOCK."""
+
+from __future__ import annotations
+
+from blocklists.nanp import invalid_caller
+from blocklists.slot import ArtefactSlot
+from blocklists.sources import Flag
+
+from ..sip.identity import CallFacts
+from .verdict import Action, Verdict
+
+ALLOWED = Verdict(Action.PASS, 0, ("operator-allowlist",))
+DNO = Verdict(Action.BLOCK, 100, ("dno-spoofed",))
+INVALID = Verdict(Action.BLOCK, 100, ("invalid-number",))
+OPERATOR_BLOCK = Verdict(Action.BLOCK, 100, ("operator-blocklist",))
+LISTED = Verdict(Action.BLOCK, 100, ("blocklist",))
+PREFIX_BLOCK = Verdict(Action.BLOCK, 100, ("prefix-rule",))
+PREFIX_LABEL = Verdict(Action.LABEL, 70, ("prefix-rule",))
+
+
+class BlocklistAllowCheck:
+    name = "blocklist_allow"
+
+    def __init__(self, slot: ArtefactSlot) -> None:
+        self.slot = slot
+
+    def check(self, call: CallFacts) -> Verdict | None:
+        art = self.slot.current
+        if art is None or call.caller_key is None:
+            return None
+        return ALLOWED if art.allowed(call.caller_key) else None
+
+
+class DnoCheck:
+    """A call claiming a Do-Not-Originate number is spoofed (FCC DNO orders)."""
+
+    name = "dno"
+
+    def __init__(self, slot: ArtefactSlot) -> None:
+        self.slot = slot
+
+    def check(self, call: CallFacts) -> Verdict | None:
+        art = self.slot.current
+        if art is None or call.caller_key is None:
+            return None
+        entry = art.lookup(call.caller_key)
+        return DNO if entry is not None and entry.flags & Flag.DNO else None
+
+
+class InvalidNumberCheck:
+    """No list needed: a caller number that cannot exist is blocked."""
+
+    name = "invalid_number"
+
+    def check(self, call: CallFacts) -> Verdict | None:
+        if call.caller is None:
+            return None  # anonymous is its own signal, not an invalid number
+        return INVALID if invalid_caller(call.caller, call.caller_key) else None
+
+
+class BlocklistCheck:
+    """The exact store: operator and plain lists block; an FTC complaint alone
+    labels or blocks as configured (complaints are unverified and often
+    spoofed, so labelling is the default)."""
+
+    name = "blocklist"
+
+    def __init__(self, slot: ArtefactSlot, ftc_action: str) -> None:
+        self.slot = slot
+        self.ftc_action = Action.BLOCK if ftc_action == "block" else Action.LABEL
+
+    def check(self, call: CallFacts) -> Verdict | None:
+        art = self.slot.current
+        if art is None or call.caller_key is None:
+            return None
+        entry = art.lookup(call.caller_key)
+        if entry is None:
+            return None
+        if entry.flags & Flag.BLOCK:
+            return OPERATOR_BLOCK
+        if entry.flags & Flag.LIST:
+            return LISTED
+        if entry.flags & Flag.FTC:
+            reasons = (
+                ("ftc-complaints", "ftc-robocall")
+                if entry.flags & Flag.ROBOCALL
+                else ("ftc-complaints",)
+            )
+            score = min(99, 60 + 5 * entry.complaints)
+            if self.ftc_action is Action.BLOCK:
+                return Verdict(Action.BLOCK, score, reasons)
+            return Verdict(Action.LABEL, score, reasons)
+        return None
+
+
+class PrefixRuleCheck:
+    """Longest matching prefix wins; an ``allow`` rule is an exception that
+    leaves the call to the other checks."""
+
+    name = "prefix_rule"
+
+    def __init__(self, slot: ArtefactSlot) -> None:
+        self.slot = slot
+
+    def check(self, call: CallFacts) -> Verdict | None:
+        art = self.slot.current
+        if art is None or call.caller_key is None:
+            return None
+        rule = art.prefix_action(call.caller_key)
+        if rule is None or rule[1] == "allow":
+            return None
+        return PREFIX_BLOCK if rule[1] == "block" else PREFIX_LABEL
