@@ -1,4 +1,4 @@
-"""Admin HTTP: /healthz, /readyz and /metrics on a small asyncio server.
+"""Admin HTTP: /healthz, /readyz, /metrics and authenticated POST actions.
 
 Deliberately minimal HTTP/1.1 (one request per connection, bounded size and
 time) so the proxy needs no web framework.
@@ -7,8 +7,9 @@ time) so the proxy needs no web framework.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -20,34 +21,66 @@ Response = tuple[int, str, bytes]
 _STATUS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    409: "Conflict",
+    422: "Unprocessable Content",
     503: "Service Unavailable",
 }
+Action = Callable[[], Awaitable[tuple[int, dict[str, object]]]]
 
 
 class AdminApi:
-    def __init__(self, pool: SwitchPool, registry: CollectorRegistry, started: Callable[[], bool]):
+    def __init__(
+        self,
+        pool: SwitchPool,
+        registry: CollectorRegistry,
+        started: Callable[[], bool],
+        *,
+        token: str = "",
+        status: Callable[[], dict[str, object]] = dict,
+        actions: dict[str, Action] | None = None,
+    ) -> None:
         self.pool = pool
         self.registry = registry
         self.started = started
+        self.token = token
+        self.status = status
+        self.actions = actions or {}
 
-    def handle(self, method: str, path: str) -> Response:
+    async def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
         path = path.split("?", 1)[0]
+        if path in self.actions:
+            return await self._action(method, path, headers)
         routes = {"/healthz": self._health, "/readyz": self._ready, "/metrics": self._metrics}
         handler = routes.get(path)
         if handler is None:
-            return _json(404, {"error": f"no such endpoint {path!r}", "endpoints": sorted(routes)})
+            known = sorted([*routes, *self.actions])
+            return _json(404, {"error": f"no such endpoint {path!r}", "endpoints": known})
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": f"{method} is not allowed; use GET"})
         return handler()
+
+    async def _action(self, method: str, path: str, headers: dict[str, str]) -> Response:
+        if method != "POST":
+            return _json(405, {"error": f"{method} is not allowed; use POST"})
+        if not self.token:
+            return _json(403, {"error": "set [admin] token to enable POST endpoints"})
+        given = headers.get("authorization", "")
+        expected = f"Bearer {self.token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return _json(401, {"error": "missing or wrong bearer token"})
+        status, payload = await self.actions[path]()
+        return _json(status, payload)
 
     def _switches(self) -> dict[str, bool]:
         return {s.cfg.name: s.up for s in self.pool.states}
 
     def _health(self) -> Response:
-        return _json(200, {"status": "ok", "switches": self._switches()})
+        return _json(200, {"status": "ok", "switches": self._switches(), **self.status()})
 
     def _ready(self) -> Response:
         ready = self.started() and any(s.up for s in self.pool.states)
@@ -62,12 +95,18 @@ class AdminApi:
         method = "GET"
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
             if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
                 status, ctype, body = _json(400, {"error": "malformed request line"})
             else:
                 method = parts[0]
-                status, ctype, body = self.handle(method, parts[1])
+                headers = {}
+                for line in lines[1:]:
+                    name, sep, value = line.partition(":")
+                    if sep:
+                        headers[name.strip().lower()] = value.strip()
+                status, ctype, body = await self.handle(method, parts[1], headers)
         except asyncio.LimitOverrunError:
             status, ctype, body = _json(400, {"error": "request head too large"})
         except (TimeoutError, asyncio.IncompleteReadError):

@@ -10,7 +10,10 @@ import signal
 import time
 from dataclasses import replace
 
+from blocklists.slot import ArtefactSlot
+
 from .admin import AdminApi
+from .blocklist_loader import BlocklistLoader
 from .config import PLACEHOLDER_REDRESS_URL, Config, ConfigError, load_config
 from .core import StatelessProxy
 from .events import Event, Screened, Send
@@ -32,10 +35,15 @@ class Worker:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.pool = SwitchPool(cfg.switches, cfg.routing)
+        self.slot = ArtefactSlot()
         self.core = StatelessProxy(
-            cfg, build_pipeline(cfg.screening), self.pool, secrets.token_hex(4)
+            cfg,
+            build_pipeline(cfg.screening, self.slot, cfg.blocklists),
+            self.pool,
+            secrets.token_hex(4),
         )
         self.metrics = Metrics(self.pool)
+        self.lists = BlocklistLoader(cfg.blocklists, self.slot, self.metrics.registry)
         try:
             self.verdicts = VerdictLog(cfg.log.verdict_log)
         except OSError as exc:
@@ -71,8 +79,18 @@ class Worker:
         self.tcp.on_receive = self.metrics.received.labels("tcp").inc
         if "tcp" in sip.transports:
             await self._listen("tcp", loop.create_server(self.tcp.protocol, sip.host, sip.port))
+        if self.cfg.blocklists.dir:
+            await self.lists.reload("start-up")  # a failure is logged; calls still flow
+            self._tasks.append(loop.create_task(self.lists.watch()))
         if self.cfg.admin.enabled:
-            api = AdminApi(self.pool, self.metrics.registry, lambda: self._started)
+            api = AdminApi(
+                self.pool,
+                self.metrics.registry,
+                lambda: self._started,
+                token=self.cfg.admin.token,
+                status=lambda: {"blocklists": self.lists.status()},
+                actions={"/admin/blocklists/reload": self._admin_reload_lists},
+            )
             await self._listen(
                 "admin http",
                 api.start(self.cfg.admin.host, self.cfg.admin.port),
@@ -120,18 +138,29 @@ class Worker:
                 log.exception("health check round failed")
             await asyncio.sleep(step)
 
+    async def _admin_reload_lists(self) -> tuple[int, dict[str, object]]:
+        result = await self.lists.reload("admin request")
+        status = 422 if result.outcome == "error" else 200
+        if result.outcome == "disabled":
+            status = 409
+        return status, {
+            "outcome": result.outcome,
+            "version": result.version,
+            "detail": result.detail,
+        }
+
     def reload(self, new: Config) -> list[str]:
         """Apply a re-read config. Screening policy and redress take effect at
         once; listeners, switches and admin need a restart. Returns the
         sections that were not applied."""
         needs_restart = [
             name
-            for name in ("sip", "switches", "routing", "admin", "log")
+            for name in ("sip", "switches", "routing", "admin", "log", "blocklists")
             if getattr(new, name) != getattr(self.cfg, name)
         ]
         self.core.apply_policy(
             replace(self.cfg, screening=new.screening, redress=new.redress),
-            build_pipeline(new.screening),
+            build_pipeline(new.screening, self.slot, self.cfg.blocklists),
         )
         self.cfg = self.core.cfg
         return needs_restart
@@ -182,6 +211,7 @@ def _reload(worker: Worker, path: str | None) -> None:
         log.error("reload rejected, running policy kept: config error: %s", exc)
         return
     worker.verdicts.reopen()  # logrotate sends SIGHUP too
+    worker._tasks.append(asyncio.get_running_loop().create_task(worker.lists.reload("SIGHUP")))
     skipped = worker.reload(new)
     log.info("reloaded screening policy from %s", path or "embedded defaults")
     if skipped:
