@@ -8,7 +8,9 @@ import logging
 import secrets
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
+from typing import Any
 
 from blocklists.slot import ArtefactSlot
 
@@ -54,6 +56,7 @@ class Worker:
         self.tcp: TcpEdge | None = None
         self._closers: list[asyncio.BaseTransport | asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Task[object]] = set()
         self._started = False
 
     def dispatch(self, events: list[Event]) -> None:
@@ -165,6 +168,12 @@ class Worker:
         self.cfg = self.core.cfg
         return needs_restart
 
+    def background(self, job: Coroutine[Any, Any, object]) -> None:
+        """Run a one-off job on the loop, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(job)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
     async def _flush_verdicts(self) -> None:
         while True:
             await asyncio.sleep(0.1)
@@ -211,7 +220,7 @@ def _reload(worker: Worker, path: str | None) -> None:
         log.error("reload rejected, running policy kept: config error: %s", exc)
         return
     worker.verdicts.reopen()  # logrotate sends SIGHUP too
-    worker._tasks.append(asyncio.get_running_loop().create_task(worker.lists.reload("SIGHUP")))
+    worker.background(worker.lists.reload("SIGHUP"))
     skipped = worker.reload(new)
     log.info("reloaded screening policy from %s", path or "embedded defaults")
     if skipped:
