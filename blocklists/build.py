@@ -78,12 +78,14 @@ def build(
                 counts.append(1)
                 days.append(c.day)
         elif src.kind is Kind.ALLOW:
-            allow.extend(read_numbers(report))
+            for chunk in read_numbers(report):
+                allow.extend(chunk)
         elif src.kind is Kind.PREFIX:
             rules.extend(read_prefixes(report))
         else:
             before = len(keys)
-            keys.extend(read_numbers(report))
+            for chunk in read_numbers(report):
+                keys.extend(chunk)
             added = len(keys) - before
             flags.frombytes(bytes([KIND_FLAG[src.kind]]) * added)
             counts.frombytes(bytes(4 * added))
