@@ -40,7 +40,8 @@ def run(args: argparse.Namespace, fp_rate: float) -> int:
     if args.blocklist_command == "build":
         return _build(args, args.fp_rate if args.fp_rate is not None else fp_rate)
     try:
-        artefact = Artefact.load(args.directory)
+        # lookup is an operator's quick question; verify re-reads every byte
+        artefact = Artefact.load(args.directory, verify=args.blocklist_command == "verify")
     except ArtefactError as exc:
         print(f"robocall-shield: artefact error: {exc}", file=sys.stderr)
         return 1
