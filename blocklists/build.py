@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from array import array
@@ -220,8 +221,12 @@ def _write(
     ]
 
 
+VERSION = re.compile(r"\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}")
+
+
 def _version(sources: list[Source]) -> str:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    now = datetime.datetime.now(datetime.UTC)
+    stamp = now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}"
     digest = hashlib.sha256()
     for s in sources:
         digest.update(
@@ -231,9 +236,10 @@ def _version(sources: list[Source]) -> str:
 
 
 def _prune(out: Path, current: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` versions; nothing else in ``out``."""
     versions = sorted(
-        (p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")),
-        key=lambda p: p.name,
+        (p for p in out.iterdir() if p.is_dir() and VERSION.fullmatch(p.name)),
+        key=lambda p: (p.stat().st_mtime_ns, p.name),
     )
     for old in versions[:-keep]:
         if old.name != current:

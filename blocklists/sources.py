@@ -26,6 +26,7 @@ FTC_COLUMNS = (
     "Recorded_Message_Or_Robocall",
 )
 EPOCH = datetime.date(1970, 1, 1).toordinal()
+MAX_DAY = 0xFFFF  # 2149-06-06 and later do not fit; 0xFFFF itself means "no day"
 _NANP_10 = 10_000_000_000
 CHUNK_BYTES = 1 << 24
 
@@ -192,7 +193,9 @@ def read_ftc(report: Report) -> Iterator[Complaint]:
                 try:
                     day = datetime.date.fromisoformat(stamp).toordinal() - EPOCH
                 except ValueError:
-                    report.problem(lineno, f"bad Violation_Date {row[2][:30]!r}")
+                    day = -1
+                if not 0 < day < MAX_DAY:  # the side table stores days in uint16
+                    report.problem(lineno, f"bad or out-of-range Violation_Date {row[2][:30]!r}")
                     continue
                 days[stamp] = day
             flag = row[7].strip().upper()

@@ -55,7 +55,10 @@ class Artefact:
         self.loaded_at = time.time()
         self.bloom_false_positives = 0
         files: dict[str, Path] = {}
-        for name, info in manifest["files"].items():
+        listed = manifest["files"]
+        if not isinstance(listed, dict):
+            raise ArtefactError("manifest 'files' is not an object")
+        for name, info in listed.items():
             path = directory / info["path"]
             if not path.is_file():
                 raise ArtefactError(f"{path}: missing")
@@ -73,7 +76,8 @@ class Artefact:
         self.last_seen = self._view(files["last_seen.u16"], "H")
         self.allow = self._view(files["allow.u64"], "Q")
         n = len(self.keys)
-        if not len(self.flags) == len(self.complaints) == len(self.last_seen) == n:
+        sides = (self.flags, self.complaints, self.first_seen, self.last_seen)
+        if any(len(side) != n for side in sides):
             raise ArtefactError("side table length differs from the exact store")
         try:
             self.bloom = Bloom.load(str(files["bloom.bin"]), int)
@@ -97,7 +101,7 @@ class Artefact:
             )
         try:
             return cls(directory, manifest, verify)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtefactError(f"{directory}: malformed manifest or file ({exc})") from None
 
     def _view(self, path: Path, fmt: Literal["Q", "B", "I", "H"]) -> memoryview[int]:
