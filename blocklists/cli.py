@@ -10,7 +10,7 @@ from proxy.sip.numbers import e164_key
 
 from .build import BuildError, build
 from .nanp import invalid_caller
-from .sources import parse_source
+from .sources import Flag, parse_source
 from .store import Artefact, ArtefactError
 
 SHOW_PROBLEMS = 20
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, fp_rate: float) -> int:
         entry = artefact.lookup(key)
         parts = [f"+{key}"]
         parts.append(
-            f"listed {entry.flags!r} complaints={entry.complaints}" if entry else "not listed"
+            f"listed {Flag(entry.flags)!r} complaints={entry.complaints}" if entry else "not listed"
         )
         if artefact.allowed(key):
             parts.append("allowed")
