@@ -42,6 +42,7 @@ unit: $(STAMP)
 bench: $(STAMP) system-deps
 	$(PY) loadtest/bench_core.py
 	$(PY) loadtest/load_sipp.py
+	$(PY) loadtest/bench_blocklists.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
