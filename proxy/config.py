@@ -46,6 +46,7 @@ class SipConfig:
     transports: tuple[str, ...] = ("udp", "tcp")
     advertised_host: str = ""
     record_route: bool = False
+    udp_receive_buffer: int = 8 << 20
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -260,6 +261,7 @@ def _sip(t: _Table) -> SipConfig:
         transports=tuple(dict.fromkeys(transports)),
         advertised_host=_advertised_host(t),
         record_route=t.boolean("record_route", d.record_route),
+        udp_receive_buffer=t.integer("udp_receive_buffer", d.udp_receive_buffer, 0, 1 << 30),
         limits=limits,
     )
     t.done()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import socket
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -78,6 +79,8 @@ class Worker:
         await self._listen(
             "udp", loop.create_datagram_endpoint(lambda: udp, local_addr=(sip.host, sip.port))
         )
+        if sip.udp_receive_buffer and udp.transport is not None:
+            _grow_receive_buffer(udp.transport.get_extra_info("socket"), sip.udp_receive_buffer)
         self.tcp = TcpEdge(self.core, self.dispatch, sip.limits)
         self.tcp.on_receive = self.metrics.received.labels("tcp").inc
         if "tcp" in sip.transports:
@@ -225,3 +228,19 @@ def _reload(worker: Worker, path: str | None) -> None:
     log.info("reloaded screening policy from %s", path or "embedded defaults")
     if skipped:
         log.warning("changes to [%s] need a restart to take effect", "], [".join(skipped))
+
+
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for ``size`` bytes; as root, past net.core.rmem_max. Linux reports
+    twice the value it books, hence the halving when logging."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2 < size:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    level = logging.INFO if got >= size else logging.WARNING
+    log.log(level, "UDP receive buffer %d bytes (asked %d)", got, size)
