@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from proxy.sip.numbers import e164_key
+from proxy.sip.numbers import digits_of, e164_key
 
 from .build import BuildError, build
 from .nanp import invalid_caller
@@ -53,9 +53,10 @@ def run(args: argparse.Namespace, fp_rate: float) -> int:
         )
         return 0
     for text in args.numbers:
+        digits = digits_of(text)
         key = e164_key(text)
         if key is None:
-            verdict = "invalid number" if invalid_caller(text, None) else "not a number"
+            verdict = "invalid number" if invalid_caller(digits, None) else "not a number"
             print(f"{text}: {verdict}")
             continue
         entry = artefact.lookup(key)
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace, fp_rate: float) -> int:
         rule = artefact.prefix_action(key)
         if rule:
             parts.append(f"prefix +{rule[0]} {rule[1]}")
-        if invalid_caller(text, key):
+        if invalid_caller(digits, key):
             parts.append("invalid NANP number")
         print(": ".join(parts[:1]) + ": " + ", ".join(parts[1:]))
     return 0

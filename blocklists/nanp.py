@@ -5,7 +5,7 @@ from __future__ import annotations
 
 _NANP_BASE = 10_000_000_000  # key of +1 000 000 0000
 _NANP_END = 20_000_000_000
-_VISUAL = frozenset("+-.() ")
+SHORTEST_CLAIM = 7  # fewer digits: an extension or short code, not a PSTN number
 
 
 def invalid_nanp_key(key: int) -> bool:
@@ -19,23 +19,28 @@ def invalid_nanp_key(key: int) -> bool:
     return npa < 200 or nxx < 200 or npa % 100 == 11
 
 
-def claims_a_number(user: str) -> bool:
-    """Whether a caller user part is a telephone number claim at all: it has
-    digits. ``alice`` on an enterprise trunk is not judged as a number."""
-    return any(c.isdigit() for c in user)
-
-
 def invalid_caller(user: str, key: int | None) -> bool:
-    """A caller claiming a number that cannot be valid: non-digits mixed in,
-    the wrong length (no E.164 key), or an impossible NANP number."""
-    if not claims_a_number(user):
-        return False
-    if key is None:
-        return True  # wrong length or non-digits among the digits
-    if user.startswith("+") and not user.startswith("+1"):
-        return False
-    return invalid_nanp_key(key)
+    """A caller (digits and '+' as extracted, visual separators removed) that
+    claims a North American number which cannot exist.
 
-
-def visual_only(text: str) -> bool:
-    return all(c in _VISUAL or c.isdigit() for c in text)
+    Judged as NANP claims: ``+1`` numbers, and digit strings of 7 or more
+    digits without ``+`` that are not international dialling (``011``).
+    Such a claim is invalid with non-digits among the digits, with anything
+    but 10 national digits, or with an impossible NPA/NXX. Other countries'
+    ``+`` numbers, ``011`` strings and short extensions are not judged.
+    """
+    if not any(c.isdigit() for c in user):
+        return False  # `alice` on an enterprise trunk is not a number claim
+    if user.startswith("+"):
+        if not user.startswith("+1"):
+            return False
+        national = user[2:]
+    else:
+        if user.startswith("011"):
+            return False
+        national = user[1:] if len(user) == 11 and user[0] == "1" else user
+        if len(user) < SHORTEST_CLAIM:
+            return False
+    if not (national.isascii() and national.isdigit()) or len(national) != 10:
+        return True
+    return key is None or invalid_nanp_key(key)

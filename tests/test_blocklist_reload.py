@@ -113,7 +113,7 @@ def verdict_header(msg: SipRequest | SipResponse) -> str | None:
         ("+18005550180", "dno", ("dno-spoofed",)),
         ("+11005550100", "invalid_number", ("invalid-number",)),
         ("+14115550100", "invalid_number", ("invalid-number",)),
-        ("2125", "invalid_number", ("invalid-number",)),
+        ("212555014", "invalid_number", ("invalid-number",)),
         ("+19004440100", "prefix_rule", ("prefix-rule",)),
     ],
 )

@@ -466,7 +466,7 @@ def test_cli_build_verify_lookup(lists: dict[str, Path], tmp_path: Path) -> None
         "+12125550171: not listed, allowed",
         "+19005550100: not listed, prefix +1900555 label",
         "+11005550100: not listed, invalid NANP number",
-        "12345: invalid number",
+        "12345: not a number",
         "+18005550180: listed <Flag.DNO: 16> complaints=0",
     ]
 
@@ -497,3 +497,30 @@ def test_cli_verify_and_lookup_exit_1_on_a_damaged_artefact(lists: dict[str, Pat
     _damage(out, "no manifest")
     done = cli("lookup", str(out), "2125550142")
     assert done.returncode == 1 and "manifest.json" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("user", "invalid"),
+    [
+        ("+12125550142", False),
+        ("2125550142", False),
+        ("12125550142", False),
+        ("+1212555014", True),  # 9 national digits
+        ("+121255501423", True),  # 11 national digits
+        ("212555014", True),
+        ("22125550142", True),  # 11 digits not starting with 1
+        ("212555O142", True),  # a letter among the digits
+        ("+11125550142", True),  # NPA starting with 1
+        ("+12121550142", True),  # NXX starting with 1
+        ("+14115550142", True),  # N11 area code
+        ("+442071234567", False),  # another country
+        ("011442071234567", False),  # international dialling from NANP
+        ("1001", False),  # an extension
+        ("alice", False),
+    ],
+)
+def test_invalid_caller_rules(user: str, invalid: bool) -> None:
+    from blocklists.nanp import invalid_caller
+    from proxy.sip.numbers import e164_key
+
+    assert invalid_caller(user, e164_key(user)) is invalid
