@@ -9,6 +9,7 @@ import datetime
 import enum
 import io
 from array import array
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,18 +165,19 @@ class Complaint:
 def read_ftc(report: Report) -> Iterator[Complaint]:
     days: dict[str, int] = {}
     with _open_text(report.source.path) as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
+        header_text = fh.readline()
+        if not header_text:
             report.problem(1, "empty file: no FTC header")
             return
-        header = [h.strip().lstrip("\ufeff") for h in header]
-        if tuple(header[: len(FTC_COLUMNS)]) != FTC_COLUMNS:
-            report.problem(1, f"not an FTC Do Not Call CSV header: {','.join(header)[:120]!r}")
+        header = [h.strip().lstrip("\ufeff") for h in _csv_row(header_text) or []]
+        if tuple(header) != FTC_COLUMNS:
+            report.problem(1, f"not an FTC Do Not Call CSV header: {header_text.strip()[:120]!r}")
             return
-        for row in reader:
+        for lineno, row in _records(enumerate(fh, 2)):
             report.rows += 1
-            lineno = reader.line_num
+            if row is None:
+                report.problem(lineno, "unbalanced quote; the next lines are read on their own")
+                continue
             if len(row) != len(FTC_COLUMNS):
                 report.problem(lineno, f"expected {len(FTC_COLUMNS)} fields, got {len(row)}")
                 continue
@@ -204,6 +206,41 @@ def read_ftc(report: Report) -> Iterator[Complaint]:
                 continue
             report.entries += 1
             yield Complaint(key, day, flag == "Y")
+
+
+MAX_RECORD_LINES = 4  # a quoted field may span lines; a stray quote must not eat the file
+
+
+def _records(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str] | None]]:
+    """CSV records with the line each starts on. A record whose quotes do not
+    balance within MAX_RECORD_LINES is reported (None) and the lines it
+    swallowed are read again as records of their own."""
+    again: deque[tuple[int, str]] = deque()
+    while True:
+        first = again.popleft() if again else next(lines, None)
+        if first is None:
+            return
+        parts = [first]
+        text = first[1]
+        while text.count('"') % 2 and len(parts) < MAX_RECORD_LINES:
+            more = again.popleft() if again else next(lines, None)
+            if more is None:
+                break
+            parts.append(more)
+            text += more[1]
+        if text.count('"') % 2:
+            again.extendleft(reversed(parts[1:]))
+            yield first[0], None
+            continue
+        if text.strip():
+            yield first[0], _csv_row(text)
+
+
+def _csv_row(text: str) -> list[str] | None:
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -524,3 +524,15 @@ def test_invalid_caller_rules(user: str, invalid: bool) -> None:
     from proxy.sip.numbers import e164_key
 
     assert invalid_caller(user, e164_key(user)) is invalid
+
+
+def test_ftc_stray_quote_costs_one_row_not_the_file(tmp_path: Path) -> None:
+    good = [ftc(f"21255501{i:02d}") for i in range(60)]
+    stray = '2125550199,2025-03-03 00:00:00,2025-03-01 10:00:00,"Springfield,Illinois,217,Other,Y'
+    rows = [HEADER, good[0], stray, *good[1:]]
+    path = write(tmp_path / "ftc.csv", "\n".join(rows) + "\n" + "x" * 200_000 + "\n")
+    report = Report(Source(Kind.FTC, path))
+    keys = [c.key for c in read_ftc(report)]
+    assert len(keys) == 60  # every good row after the stray quote is still read
+    assert [line for line, _ in problems(report)][:1] == [3]
+    assert "unbalanced quote" in problems(report)[0][1]
