@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import re
 import time
 from bisect import bisect_left, bisect_right
 from pathlib import Path
@@ -31,6 +32,7 @@ _EXPECTED = {
 }
 
 
+_SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 INDEX_STRIDE = 256  # keys per block of the sampled index (50M keys: 195k samples)
 
 
@@ -52,9 +54,17 @@ class Artefact:
     def __init__(self, directory: Path, manifest: dict[str, Any], verify: bool = True) -> None:
         self.directory = directory
         self.manifest = manifest
-        self.version: str = manifest["version"]
-        self.built_at: float = float(manifest.get("built_at_epoch", 0.0))
-        self.counts: dict[str, int] = dict(manifest.get("counts", {}))
+        version = manifest["version"]
+        if not isinstance(version, str) or _SAFE_VERSION.fullmatch(version) is None:
+            raise ArtefactError(f"manifest version {version!r} is not a version name")
+        self.version = version
+        self.built_at = float(manifest.get("built_at_epoch", 0.0))
+        counts = manifest.get("counts", {})
+        if not isinstance(counts, dict) or not all(
+            isinstance(k, str) and type(v) is int for k, v in counts.items()
+        ):
+            raise ArtefactError("manifest counts must map names to integers")
+        self.counts: dict[str, int] = counts
         self.loaded_at = time.time()
         self.bloom_false_positives = 0
         files: dict[str, Path] = {}
@@ -72,6 +82,14 @@ class Artefact:
         if missing:
             raise ArtefactError(f"manifest lacks {', '.join(sorted(missing))}")
         self._maps: list[mmap.mmap] = []
+        self._views: list[memoryview[int]] = []
+        try:
+            self._open(files)
+        except BaseException:
+            self.close()  # never leave a failed load's maps pinned
+            raise
+
+    def _open(self, files: dict[str, Path]) -> None:
         self.keys = self._view(files["keys.u64"], "Q")
         self.flags = self._view(files["flags.u8"], "B")
         self.complaints = self._view(files["complaints.u32"], "I")
@@ -116,9 +134,11 @@ class Artefact:
             mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._maps.append(mapped)
         try:
-            return memoryview(mapped).cast(fmt)
+            view = memoryview(mapped).cast(fmt)
         except TypeError:
             raise ArtefactError(f"{path}: size {size} is not a whole number of items") from None
+        self._views.append(view)
+        return view
 
     # -- the hot path --------------------------------------------------
 
@@ -164,15 +184,9 @@ class Artefact:
 
     def close(self) -> None:
         """Release the maps; only once no check can still be using them."""
-        for view in (
-            self.keys,
-            self.flags,
-            self.complaints,
-            self.first_seen,
-            self.last_seen,
-            self.allow,
-        ):
+        for view in self._views:
             view.release()
+        self._views.clear()
         for mapped in self._maps:
             mapped.close()
         self._maps.clear()

@@ -69,9 +69,11 @@ class AdminApi:
             return _json(405, {"error": f"{method} is not allowed; use POST"})
         if not self.token:
             return _json(403, {"error": "set [admin] token to enable POST endpoints"})
-        given = headers.get("authorization", "")
-        expected = f"Bearer {self.token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.token.encode()
+        ):
             return _json(401, {"error": "missing or wrong bearer token"})
         status, payload = await self.actions[path]()
         return _json(status, payload)

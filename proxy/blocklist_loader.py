@@ -28,6 +28,7 @@ from blocklists.store import Artefact, ArtefactError
 from .config import BlocklistConfig
 
 log = logging.getLogger("robocall_shield.blocklists")
+RETRY_AFTER = 60.0  # seconds before a failed load is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class BlocklistLoader:
         # must not take CPU from the event loop while calls are flowing.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blocklist-load")
         self._seen: tuple[int, int, int] | None = None
+        self._retry_at: float | None = None
         self.reloads = Counter(
             "rs_blocklist_reloads", "Blocklist artefact reloads", ["outcome"], registry=registry
         )
@@ -85,6 +87,8 @@ class BlocklistLoader:
             return ReloadResult("disabled", None, "no [blocklists] dir configured")
         async with self._lock:
             loop = asyncio.get_running_loop()
+            # Remember what was tried, good or bad: a broken manifest is not
+            # re-read every tick, only when it changes or after RETRY_AFTER.
             self._seen = self._manifest_stamp()
             try:
                 new = await loop.run_in_executor(self._executor, _load_gently, self.directory)
@@ -93,9 +97,11 @@ class BlocklistLoader:
             except Exception as exc:  # anything else is a bug, but must not stop the proxy
                 log.exception("blocklist load crashed")
                 return self._failed(why, f"{type(exc).__name__}: {exc}")
+            self._retry_at = None
             old = self.slot.current
             if old is not None and old.version == new.version:
                 new.close()
+                self.slot.last_error = None
                 self.reloads.labels("unchanged").inc()
                 return ReloadResult("unchanged", old.version)
             self.slot.current = new  # the swap: atomic between two messages
@@ -115,6 +121,8 @@ class BlocklistLoader:
             return ReloadResult("loaded", new.version)
 
     def _failed(self, why: str, detail: str) -> ReloadResult:
+        # A failure may be passing (a file still being copied): retry later.
+        self._retry_at = time.monotonic() + RETRY_AFTER
         self.slot.last_error = detail
         self.reloads.labels("error").inc()
         current = self.slot.current.version if self.slot.current else None
@@ -137,9 +145,17 @@ class BlocklistLoader:
             return
         while True:
             await asyncio.sleep(self.cfg.watch_interval)
-            stamp = self._manifest_stamp()
-            if stamp is not None and stamp != self._seen:
-                await self.reload("manifest changed")
+            try:
+                stamp = self._manifest_stamp()
+                if stamp is not None and stamp != self._seen:
+                    await self.reload("manifest changed")
+                elif self._retry_at is not None and time.monotonic() >= self._retry_at:
+                    await self.reload("retry after a failed load")
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("blocklist watcher")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def status(self) -> dict[str, object]:
         art = self.slot.current

@@ -195,6 +195,7 @@ class Worker:
             closer.close()
         if self.tcp is not None:
             self.tcp.close()
+        self.lists.close()
         self.verdicts.close()
 
 
@@ -216,14 +217,15 @@ async def serve(cfg: Config, config_path: str | None = None) -> None:
 
 
 def _reload(worker: Worker, path: str | None) -> None:
-    """SIGHUP: re-read the config file; a bad file keeps the running policy."""
+    """SIGHUP: reopen the verdict log, reload the blocklists, re-read the
+    config file; a bad config file keeps the running policy."""
+    worker.verdicts.reopen()  # logrotate sends SIGHUP too
+    worker.background(worker.lists.reload("SIGHUP"))
     try:
         new = load_config(path)
     except ConfigError as exc:
         log.error("reload rejected, running policy kept: config error: %s", exc)
         return
-    worker.verdicts.reopen()  # logrotate sends SIGHUP too
-    worker.background(worker.lists.reload("SIGHUP"))
     skipped = worker.reload(new)
     log.info("reloaded screening policy from %s", path or "embedded defaults")
     if skipped:

@@ -536,3 +536,24 @@ def test_ftc_stray_quote_costs_one_row_not_the_file(tmp_path: Path) -> None:
     assert len(keys) == 60  # every good row after the stray quote is still read
     assert [line for line, _ in problems(report)][:1] == [3]
     assert "unbalanced quote" in problems(report)[0][1]
+
+
+@pytest.mark.parametrize("version", [None, 7, "../../etc", ""])
+def test_manifest_version_must_be_a_version_name(lists: dict[str, Path], tmp_path: Path, version: object) -> None:
+    out = tmp_path / "out"
+    m = build_all(lists, out).manifest
+    (out / "manifest.json").write_text(json.dumps(dict(m, version=version)))
+    with pytest.raises(ArtefactError, match="version"):
+        Artefact.load(out)
+
+
+def test_a_failed_load_releases_its_maps(lists: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    version = build_all(lists, out).version
+    first = out / version / "first_seen.u16"
+    first.write_bytes(first.read_bytes()[:-2])  # fails after the maps are made
+    before = Path("/proc/self/maps").read_text().count(str(out))
+    for _ in range(3):
+        with pytest.raises(ArtefactError, match="side table length"):
+            Artefact.load(out, verify=False)
+    assert Path("/proc/self/maps").read_text().count(str(out)) == before
