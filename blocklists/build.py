@@ -22,6 +22,7 @@ import operator
 import os
 import re
 import shutil
+import tempfile
 import time
 from array import array
 from dataclasses import dataclass
@@ -74,8 +75,16 @@ def build(
     keys, flags, counts, days = array("Q"), array("B"), array("I"), array("H")
     allow, rules = array("Q"), list[PrefixRule]()
     reports: list[Report] = []
+    version = _version(sources)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_stale(out)
+    staging = out / f".{version}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    problems = (staging / "problems.tsv").open("w", encoding="utf-8")
+    problems.write("file\tline\treason\n")
     for src in sources:
-        report = Report(src)
+        report = Report(src, sink=problems)
         reports.append(report)
         if src.kind is Kind.FTC:
             for c in read_ftc(report):
@@ -97,14 +106,10 @@ def build(
             counts.frombytes(bytes(4 * added))
             days.frombytes(b"\xff\xff" * added)
 
+    problems.close()
     table = _aggregate(keys, flags, counts, days)
     allow_keys = np.unique(np.frombuffer(allow, dtype=np.uint64))
-    version = _version(sources)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / f".{version}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    names = _write(staging, table, allow_keys, rules, reports, fp_rate)
+    names = _write(staging, table, allow_keys, rules, fp_rate)
     final = out / version
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
@@ -121,7 +126,7 @@ def build(
             "numbers": len(table[0]),
             "allow": len(allow_keys),
             "prefix_rules": len(rules),
-            "problems": sum(len(r.problems) for r in reports),
+            "problems": sum(r.problem_count for r in reports),
         },
         "sources": [
             {
@@ -131,7 +136,7 @@ def build(
                 "rows": r.rows,
                 "entries": r.entries,
                 "skipped": r.skipped,
-                "problems": len(r.problems),
+                "problems": r.problem_count,
             }
             for r in reports
         ],
@@ -140,8 +145,9 @@ def build(
             for name in names
         },
     }
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".manifest.", suffix=".tmp")  # builds may overlap
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, out / "manifest.json")  # the atomic switch to the new version
     _prune(out, version, keep)
     return BuildResult(version, manifest, tuple(reports))
@@ -188,7 +194,6 @@ def _write(
     table: Table,
     allow: np.ndarray[Any, Any],
     rules: list[PrefixRule],
-    reports: list[Report],
     fp_rate: float,
 ) -> list[str]:
     keys, flags, counts, first, last = table
@@ -208,11 +213,6 @@ def _write(
     (directory / "prefixes.json").write_text(
         json.dumps([[r.prefix, r.action] for r in rules]) + "\n", encoding="utf-8"
     )
-    with (directory / "problems.tsv").open("w", encoding="utf-8") as fh:
-        fh.write("file\tline\treason\n")
-        for report in reports:
-            for p in report.problems:
-                fh.write(f"{p.path}\t{p.line}\t{p.reason}\n")
     return [
         "bloom.bin",
         "keys.u64",
@@ -238,6 +238,17 @@ def _version(sources: list[Source]) -> str:
             f"{s.kind.value}:{s.path}:{s.path.stat().st_size}:{s.path.stat().st_mtime_ns}".encode()
         )
     return f"{stamp}Z-{digest.hexdigest()[:8]}"
+
+
+def _clear_stale(out: Path, age: float = 3600.0) -> None:
+    """Remove what builds that died (disk full, killed) left behind."""
+    now = time.time()
+    for p in out.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp") and now - p.stat().st_mtime > age:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 def _prune(out: Path, current: str, keep: int) -> None:

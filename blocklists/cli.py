@@ -95,13 +95,13 @@ def _build(args: argparse.Namespace, fp_rate: float) -> int:
         src = report.source
         print(
             f"{src.kind.value}:{src.path}: {report.rows} rows, {report.entries} entries, "
-            f"{report.skipped} skipped, {len(report.problems)} malformed"
+            f"{report.skipped} skipped, {report.problem_count} malformed"
         )
         for problem in report.problems[:SHOW_PROBLEMS]:
             print(f"  {problem}", file=sys.stderr)
-        if len(report.problems) > SHOW_PROBLEMS:
+        if report.problem_count > SHOW_PROBLEMS:
             print(
-                f"  ... {len(report.problems) - SHOW_PROBLEMS} more in "
+                f"  ... {report.problem_count - SHOW_PROBLEMS} more in "
                 f"{args.output}/{result.version}/problems.tsv",
                 file=sys.stderr,
             )

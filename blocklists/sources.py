@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from proxy.sip.numbers import e164_key
 
@@ -52,6 +53,7 @@ class Flag(enum.IntFlag):
 
 KIND_FLAG = {Kind.FTC: Flag.FTC, Kind.LIST: Flag.LIST, Kind.BLOCK: Flag.BLOCK, Kind.DNO: Flag.DNO}
 PREFIX_ACTIONS = ("block", "label", "allow")
+KEEP_PROBLEMS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,19 @@ class Report:
     rows: int = 0
     entries: int = 0
     skipped: int = 0  # rows that are valid but carry no number (FTC allows that)
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # the first KEEP_PROBLEMS
+    problem_count: int = 0
+    sink: TextIO | None = None  # every problem, as TSV (the build's problems.tsv)
 
     def problem(self, line: int, reason: str) -> None:
-        self.problems.append(Problem(str(self.source.path), line, reason))
+        """Count and record one bad row. Only the first few stay in memory: a
+        wrong file given as a list can have tens of millions of bad rows."""
+        self.problem_count += 1
+        found = Problem(str(self.source.path), line, reason)
+        if len(self.problems) < KEEP_PROBLEMS:
+            self.problems.append(found)
+        if self.sink is not None:
+            self.sink.write(f"{found.path}\t{found.line}\t{found.reason}\n")
 
 
 def parse_source(spec: str) -> Source:
@@ -123,6 +134,8 @@ def read_numbers(report: Report) -> Iterator[array[int]]:
             chunk = fh.read(CHUNK_BYTES)
             if not chunk:
                 break
+            if lineno == 0 and not tail:
+                chunk = chunk.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM
             chunk = tail + chunk
             cut = chunk.rfind(b"\n")
             if cut < 0:

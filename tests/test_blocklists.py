@@ -557,3 +557,14 @@ def test_a_failed_load_releases_its_maps(lists: dict[str, Path], tmp_path: Path)
         with pytest.raises(ArtefactError, match="side table length"):
             Artefact.load(out, verify=False)
     assert Path("/proc/self/maps").read_text().count(str(out)) == before
+
+
+def test_every_bad_row_reaches_problems_tsv_but_few_stay_in_memory(tmp_path: Path) -> None:
+    bad = write(tmp_path / "wrong.txt", "\ufeff2125550142\n" + "".join(f"row {i}\n" for i in range(1500)))
+    result = build([parse_source(f"list:{bad}")], tmp_path / "out")
+    report = result.reports[0]
+    assert report.problem_count == 1500 and len(report.problems) == 1000
+    assert result.manifest["counts"]["problems"] == 1500
+    assert result.manifest["counts"]["numbers"] == 1  # the BOM did not cost the first row
+    tsv = (tmp_path / "out" / result.version / "problems.tsv").read_text().splitlines()
+    assert len(tsv) == 1 + 1500 and tsv[-1].endswith("\t1501\tnot a telephone number: 'row 1499'")
