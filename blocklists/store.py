@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 from rbloom import Bloom
 
 from .build import BLOOM_HASH, FORMAT, NO_DAY, sha256_file
+from .sources import Flag
 
 _EXPECTED = {
     "bloom.bin",
@@ -33,6 +34,7 @@ _EXPECTED = {
 
 
 _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FTC = int(Flag.FTC)  # a plain int: IntFlag arithmetic is slow on the hot path
 INDEX_STRIDE = 256  # keys per block of the sampled index (50M keys: 195k samples)
 
 
@@ -149,10 +151,11 @@ class Artefact:
         if i < 0:
             self.bloom_false_positives += 1
             return None
+        flags = self.flags[i]
+        if not flags & _FTC:  # only FTC entries carry complaints and days:
+            return Entry(flags, 0, None, None)  # skip three cold page reads
         first, last = self.first_seen[i], self.last_seen[i]
-        return Entry(
-            self.flags[i], self.complaints[i], None if first == NO_DAY else first, last or None
-        )
+        return Entry(flags, self.complaints[i], None if first == NO_DAY else first, last or None)
 
     def _find(self, key: int) -> int:
         """Index of ``key`` in the exact store, or -1. A sampled index in a
