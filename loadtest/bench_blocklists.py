@@ -77,7 +77,18 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
+from list_consts import (
+    BUILD_TIMEOUT_S,
+    EXE,
+    HERE,
+    HITS,
+    MB,
+    MISSES,
+    RELOAD_VISIBLE_S,
+    RESULTS,
+    TARGET_BUILD_NUMBERS,
+    TARGET_BUILD_S,
+)
 from list_numbers import distinct_numbers, e164, keys_of, listed, unlisted, write_list
 from list_report import judge, print_details
 from list_rig import (
@@ -95,29 +106,6 @@ from procs import (
 )
 
 from blocklists.store import Artefact
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results"
-EXE = ROOT / ".venv" / "bin" / "robocall-shield"
-NANP_BASE = 10_000_000_000  # E.164 key of +1 000 000 0000
-MB = 1024 * 1024
-
-TARGET_BUILD_S = 90.0
-TARGET_BUILD_NUMBERS = 50_000_000
-TARGET_MEMORY_MB = 150.0
-TARGET_MISS_US = 0.3
-TARGET_HIT_US = 5.0
-
-BUILD_TIMEOUT_S = 900.0  # far above the target, so a miss is measured, not cut
-PROXY_READY_S = 180.0  # start-up verifies sha256 of every artefact file
-RELOAD_VISIBLE_S = 60.0
-MEMORY_RATE, MEMORY_SECONDS = 200, 8  # the traffic that makes the proxy read the store
-MISSES, HITS = 1_000_000, 100_000
-
-Ints = npt.NDArray[np.int64]
-VALID_NPA: Ints = np.array([a for a in range(200, 1000) if a % 100 != 11], dtype=np.int64)
-
 
 # -- numbers --------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from itertools import count
@@ -33,6 +32,7 @@ from proxy.sip import SipRequest, SipResponse, parse_datagram
 from proxy.sip.identity import CallFacts
 from tests.conftest import make_config
 from tests.sipmsg import request
+from tests.test_server import free_port
 
 PEER = Address("198.51.100.10", 5060, "udp")
 SWITCH = Address("192.0.2.20", 5080, "udp")
@@ -212,21 +212,6 @@ def test_a_million_unlisted_numbers_are_never_blocked(tmp_path: Path) -> None:
 
 
 # -- hot reload on a live worker ------------------------------------------
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 class Inbox(asyncio.DatagramProtocol):

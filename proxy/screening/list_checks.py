@@ -7,6 +7,7 @@ from __future__ import annotations
 from blocklists.nanp import invalid_caller
 from blocklists.slot import ArtefactSlot
 from blocklists.sources import Flag
+from blocklists.store import Artefact
 
 from ..sip.identity import CallFacts
 from .verdict import Action, Verdict
@@ -20,8 +21,11 @@ PREFIX_BLOCK = Verdict(Action.BLOCK, 100, ("prefix-rule",))
 PREFIX_LABEL = Verdict(Action.LABEL, 70, ("prefix-rule",))
 
 
-class BlocklistAllowCheck:
-    name = "blocklist_allow"
+class _ArtefactCheck:
+    """A check on the caller's key against the artefact in use; no opinion
+    while no artefact is loaded or the caller has no number."""
+
+    name = ""
 
     def __init__(self, slot: ArtefactSlot) -> None:
         self.slot = slot
@@ -30,22 +34,26 @@ class BlocklistAllowCheck:
         art = self.slot.current
         if art is None or call.caller_key is None:
             return None
-        return ALLOWED if art.allowed(call.caller_key) else None
+        return self.judge(art, call.caller_key)
+
+    def judge(self, art: Artefact, key: int) -> Verdict | None:
+        raise NotImplementedError
 
 
-class DnoCheck:
+class BlocklistAllowCheck(_ArtefactCheck):
+    name = "blocklist_allow"
+
+    def judge(self, art: Artefact, key: int) -> Verdict | None:
+        return ALLOWED if art.allowed(key) else None
+
+
+class DnoCheck(_ArtefactCheck):
     """A call claiming a Do-Not-Originate number is spoofed (FCC DNO orders)."""
 
     name = "dno"
 
-    def __init__(self, slot: ArtefactSlot) -> None:
-        self.slot = slot
-
-    def check(self, call: CallFacts) -> Verdict | None:
-        art = self.slot.current
-        if art is None or call.caller_key is None:
-            return None
-        entry = art.lookup(call.caller_key)
+    def judge(self, art: Artefact, key: int) -> Verdict | None:
+        entry = art.lookup(key)
         return DNO if entry is not None and entry.flags & Flag.DNO else None
 
 
@@ -60,7 +68,7 @@ class InvalidNumberCheck:
         return INVALID if invalid_caller(call.caller, call.caller_key) else None
 
 
-class BlocklistCheck:
+class BlocklistCheck(_ArtefactCheck):
     """The exact store: operator and plain lists block; an FTC complaint alone
     labels or blocks as configured (complaints are unverified and often
     spoofed, so labelling is the default)."""
@@ -68,14 +76,11 @@ class BlocklistCheck:
     name = "blocklist"
 
     def __init__(self, slot: ArtefactSlot, ftc_action: str) -> None:
-        self.slot = slot
+        super().__init__(slot)
         self.ftc_action = Action.BLOCK if ftc_action == "block" else Action.LABEL
 
-    def check(self, call: CallFacts) -> Verdict | None:
-        art = self.slot.current
-        if art is None or call.caller_key is None:
-            return None
-        entry = art.lookup(call.caller_key)
+    def judge(self, art: Artefact, key: int) -> Verdict | None:
+        entry = art.lookup(key)
         if entry is None:
             return None
         if entry.flags & Flag.BLOCK:
@@ -95,20 +100,14 @@ class BlocklistCheck:
         return None
 
 
-class PrefixRuleCheck:
+class PrefixRuleCheck(_ArtefactCheck):
     """Longest matching prefix wins; an ``allow`` rule is an exception that
     leaves the call to the other checks."""
 
     name = "prefix_rule"
 
-    def __init__(self, slot: ArtefactSlot) -> None:
-        self.slot = slot
-
-    def check(self, call: CallFacts) -> Verdict | None:
-        art = self.slot.current
-        if art is None or call.caller_key is None:
-            return None
-        rule = art.prefix_action(call.caller_key)
+    def judge(self, art: Artefact, key: int) -> Verdict | None:
+        rule = art.prefix_action(key)
         if rule is None or rule[1] == "allow":
             return None
         return PREFIX_BLOCK if rule[1] == "block" else PREFIX_LABEL
