@@ -106,6 +106,7 @@ def build(
             counts.frombytes(bytes(4 * added))
             days.frombytes(b"\xff\xff" * added)
 
+    _report_conflicts(rules, reports)
     problems.close()
     table = _aggregate(keys, flags, counts, days)
     allow_keys = np.unique(np.frombuffer(allow, dtype=np.uint64))
@@ -238,6 +239,16 @@ def _version(sources: list[Source]) -> str:
             f"{s.kind.value}:{s.path}:{s.path.stat().st_size}:{s.path.stat().st_mtime_ns}".encode()
         )
     return f"{stamp}Z-{digest.hexdigest()[:8]}"
+
+
+def _report_conflicts(rules: list[PrefixRule], reports: list[Report]) -> None:
+    """The same prefix with two actions: the last one wins, but say so."""
+    seen: dict[str, str] = {}
+    for rule in rules:
+        if seen.get(rule.prefix, rule.action) != rule.action:
+            report = next(r for r in reports if r.source.kind is Kind.PREFIX)
+            report.problem(0, f"+{rule.prefix}: {rule.action} overrides {seen[rule.prefix]}")
+        seen[rule.prefix] = rule.action
 
 
 def _clear_stale(out: Path, age: float = 3600.0) -> None:

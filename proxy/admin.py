@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from .routing import SwitchPool
 
 MAX_REQUEST = 8192
+MAX_BODY = 65536  # no endpoint takes a body; tolerate small ones
 READ_TIMEOUT = 5.0
 Response = tuple[int, str, bytes]
 _STATUS = {
@@ -27,6 +28,7 @@ _STATUS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     409: "Conflict",
+    413: "Content Too Large",
     422: "Unprocessable Content",
     503: "Service Unavailable",
 }
@@ -108,7 +110,13 @@ class AdminApi:
                     name, sep, value = line.partition(":")
                     if sep:
                         headers[name.strip().lower()] = value.strip()
-                status, ctype, body = await self.handle(method, parts[1], headers)
+                length = headers.get("content-length", "0")
+                if not length.isdigit() or int(length) > MAX_BODY:
+                    status, ctype, body = _json(413, {"error": f"body over {MAX_BODY} bytes"})
+                else:
+                    # read what the client sent, so closing does not reset the connection
+                    await asyncio.wait_for(reader.readexactly(int(length)), READ_TIMEOUT)
+                    status, ctype, body = await self.handle(method, parts[1], headers)
         except asyncio.LimitOverrunError:
             status, ctype, body = _json(400, {"error": "request head too large"})
         except (TimeoutError, asyncio.IncompleteReadError):

@@ -449,3 +449,24 @@ async def test_reload_endpoint_without_token_or_without_dir(tmp_path: Path) -> N
         assert await live.reload() == (409, {"outcome": "disabled", "version": None, "detail": "no [blocklists] dir configured"})
         assert await live.status() == {"dir": None}
         assert await live.call(X) == "forwarded"
+
+
+async def test_admin_reads_a_small_body_and_refuses_a_large_one() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from proxy.admin import AdminApi
+    from proxy.config import RoutingConfig, SwitchConfig
+    from proxy.routing import SwitchPool
+
+    api = AdminApi(SwitchPool((SwitchConfig(),), RoutingConfig()), CollectorRegistry(), lambda: True)
+    server = await api.start("127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for length, expected in ((10, b"HTTP/1.1 405"), (10_000_000, b"HTTP/1.1 413")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"POST /healthz HTTP/1.1\r\nContent-Length: {length}\r\n\r\n".encode() + b"x" * 10)
+            head = await asyncio.wait_for(reader.readline(), 5)
+            assert head.startswith(expected), head
+            writer.close()
+    finally:
+        server.close()

@@ -568,3 +568,10 @@ def test_every_bad_row_reaches_problems_tsv_but_few_stay_in_memory(tmp_path: Pat
     assert result.manifest["counts"]["numbers"] == 1  # the BOM did not cost the first row
     tsv = (tmp_path / "out" / result.version / "problems.tsv").read_text().splitlines()
     assert len(tsv) == 1 + 1500 and tsv[-1].endswith("\t1501\tnot a telephone number: 'row 1499'")
+
+
+def test_conflicting_prefix_rules_are_reported(tmp_path: Path) -> None:
+    rules = write(tmp_path / "p.txt", "+1876 label\n+1900 block\n+1876 allow\n")
+    result = build([parse_source(f"prefix:{rules}")], tmp_path / "out")
+    assert [p.reason for p in result.reports[0].problems] == ["+1876: allow overrides label"]
+    assert Artefact.load(tmp_path / "out").prefix_action(18765550100) == ("1876", "allow")
