@@ -52,6 +52,17 @@ BLOOM_HASH = operator.index
 NO_DAY = 0xFFFF
 KEEP_VERSIONS = 3
 BLOOM_CHUNK = 1 << 20
+# The files a loader needs, each listed with its sha256 in the manifest.
+ARTEFACT_FILES = (
+    "bloom.bin",
+    "keys.u64",
+    "flags.u8",
+    "complaints.u32",
+    "first_seen.u16",
+    "last_seen.u16",
+    "allow.u64",
+    "prefixes.json",
+)
 
 
 class BuildError(Exception):
@@ -214,17 +225,7 @@ def _write(
     (directory / "prefixes.json").write_text(
         json.dumps([[r.prefix, r.action] for r in rules]) + "\n", encoding="utf-8"
     )
-    return [
-        "bloom.bin",
-        "keys.u64",
-        "flags.u8",
-        "complaints.u32",
-        "first_seen.u16",
-        "last_seen.u16",
-        "allow.u64",
-        "prefixes.json",
-        "problems.tsv",
-    ]
+    return [*ARTEFACT_FILES, "problems.tsv"]
 
 
 VERSION = re.compile(r"\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}")

@@ -18,19 +18,10 @@ from typing import Any, Literal, NamedTuple
 
 from rbloom import Bloom
 
-from .build import BLOOM_HASH, FORMAT, NO_DAY, sha256_file
+from .build import ARTEFACT_FILES, BLOOM_HASH, FORMAT, NO_DAY, sha256_file
 from .sources import Flag
 
-_EXPECTED = {
-    "bloom.bin",
-    "keys.u64",
-    "flags.u8",
-    "complaints.u32",
-    "first_seen.u16",
-    "last_seen.u16",
-    "allow.u64",
-    "prefixes.json",
-}
+_EXPECTED = frozenset(ARTEFACT_FILES)
 
 
 _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

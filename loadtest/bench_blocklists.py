@@ -103,6 +103,7 @@ from list_rig import (
 )
 from procs import (
     source_version,
+    write_result,
 )
 
 from blocklists.store import Artefact
@@ -477,9 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     result["verdicts"] = [asdict(v) for v in report.verdicts]
     print_details(result)
     print("\n" + report.table())
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

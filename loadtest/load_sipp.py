@@ -65,6 +65,7 @@ from procs import (
     udp_bound,
     udp_errors,
     wait_for,
+    write_result,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -590,9 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "runs": [asdict(r) for r in runs],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 
