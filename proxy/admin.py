@@ -1,4 +1,5 @@
-"""Admin HTTP: /healthz, /readyz, /metrics and authenticated POST actions.
+"""Admin HTTP: /healthz, /readyz, /metrics, authenticated POST actions and
+authenticated GET queries.
 
 Deliberately minimal HTTP/1.1 (one request per connection, bounded size and
 time) so the proxy needs no web framework.
@@ -10,6 +11,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -33,6 +35,7 @@ _STATUS = {
     503: "Service Unavailable",
 }
 Action = Callable[[], Awaitable[tuple[int, dict[str, object]]]]
+Query = Callable[[str], tuple[int, dict[str, object]]]  # the path after its prefix
 
 
 class AdminApi:
@@ -45,6 +48,7 @@ class AdminApi:
         token: str = "",
         status: Callable[[], dict[str, object]] = dict,
         actions: dict[str, Action] | None = None,
+        queries: dict[str, Query] | None = None,
     ) -> None:
         self.pool = pool
         self.registry = registry
@@ -52,15 +56,24 @@ class AdminApi:
         self.token = token
         self.status = status
         self.actions = actions or {}
+        self.queries = queries or {}
 
     async def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
         path = path.split("?", 1)[0]
         if path in self.actions:
             return await self._action(method, path, headers)
+        for prefix, query in self.queries.items():
+            if path.startswith(prefix):
+                if method not in ("GET", "HEAD"):
+                    return _json(405, {"error": f"{method} is not allowed; use GET"})
+                denied = self._denied(headers)
+                if denied is not None:
+                    return denied
+                return _json(*query(unquote(path[len(prefix) :])))
         routes = {"/healthz": self._health, "/readyz": self._ready, "/metrics": self._metrics}
         handler = routes.get(path)
         if handler is None:
-            known = sorted([*routes, *self.actions])
+            known = sorted([*routes, *self.actions, *(f"{q}..." for q in self.queries)])
             return _json(404, {"error": f"no such endpoint {path!r}", "endpoints": known})
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": f"{method} is not allowed; use GET"})
@@ -69,16 +82,22 @@ class AdminApi:
     async def _action(self, method: str, path: str, headers: dict[str, str]) -> Response:
         if method != "POST":
             return _json(405, {"error": f"{method} is not allowed; use POST"})
+        denied = self._denied(headers)
+        if denied is not None:
+            return denied
+        status, payload = await self.actions[path]()
+        return _json(status, payload)
+
+    def _denied(self, headers: dict[str, str]) -> Response | None:
         if not self.token:
-            return _json(403, {"error": "set [admin] token to enable POST endpoints"})
+            return _json(403, {"error": "set [admin] token to enable this endpoint"})
         scheme, _, given = headers.get("authorization", "").partition(" ")
         # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), self.token.encode()
         ):
             return _json(401, {"error": "missing or wrong bearer token"})
-        status, payload = await self.actions[path]()
-        return _json(status, payload)
+        return None
 
     def _switches(self) -> dict[str, bool]:
         return {s.cfg.name: s.up for s in self.pool.states}

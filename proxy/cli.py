@@ -9,7 +9,9 @@ import sys
 
 from blocklists import cli as blocklist_cli
 
-from .config import ConfigError, load_config
+from . import explain_cli
+from .config import load_config
+from .config_table import ConfigError
 from .server import StartupError, serve
 from .verdict_log import JsonFormatter
 
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p_check = sub.add_parser("check-config", help="validate a configuration file and exit")
     p_check.add_argument("config")
     blocklist_cli.add_parser(sub)
+    explain_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "blocklist":
         return blocklist_cli.run(args, cfg.blocklists.fp_rate)
+    if args.command == "explain":
+        return explain_cli.run(args, cfg)
     if args.command == "check-config":
         print(f"{args.config}: ok")
         return 0

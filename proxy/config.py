@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_table import MODES, ConfigError, Table
+from .reputation.settings import ReputationConfig, parse_reputation
 from .sip.grammar import is_token
 from .sip.limits import Limits
 from .sip.numbers import e164_key
@@ -28,15 +30,8 @@ CHECK_NAMES = (
     "invalid_number",
     "blocklist",
     "prefix_rule",
+    "reputation",
 )
-MODES = ("enforce", "observe")
-
-
-class ConfigError(Exception):
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +40,7 @@ class SipConfig:
     port: int = 5060
     transports: tuple[str, ...] = ("udp", "tcp")
     advertised_host: str = ""
-    record_route: bool = False
+    record_route: bool = True  # reputation needs BYEs to measure durations
     udp_receive_buffer: int = 8 << 20
     limits: Limits = field(default_factory=Limits)
 
@@ -87,7 +82,8 @@ class BlocklistConfig:
     dir: str = ""  # artefact directory from `robocall-shield blocklist build`
     fp_rate: float = 0.001
     watch_interval: float = 5.0
-    ftc_action: str = "label"  # what an FTC complaint alone does: label or block
+    # what an FTC complaint alone does: feed the reputation score (decayed), label or block
+    ftc_action: str = "reputation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,79 +122,7 @@ class Config:
     redress: RedressConfig = field(default_factory=RedressConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     blocklists: BlocklistConfig = field(default_factory=BlocklistConfig)
-
-
-class _Table:
-    """Reads one TOML table, type-checking each key and rejecting unknown ones."""
-
-    def __init__(self, data: Any, path: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(path or "config", "expected a table")
-        self.data = dict(data)
-        self.path = path
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def sub(self, name: str) -> _Table:
-        return _Table(self.data.pop(name, {}), self.key(name))
-
-    def string(self, name: str, default: str, choices: tuple[str, ...] = ()) -> str:
-        value = self.data.pop(name, default)
-        if not isinstance(value, str):
-            raise ConfigError(self.key(name), f"expected a string, got {value!r}")
-        if choices and value not in choices:
-            raise ConfigError(
-                self.key(name), f"expected one of {', '.join(choices)}, got {value!r}"
-            )
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.data.pop(name, default)
-        if not isinstance(value, bool):
-            raise ConfigError(self.key(name), f"expected true or false, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        value = self.data.pop(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ConfigError(
-                self.key(name), f"expected an integer from {lo} to {hi}, got {value!r}"
-            )
-        return value
-
-    def number(self, name: str, default: float, lo: float, hi: float) -> float:
-        value = self.data.pop(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            raise ConfigError(self.key(name), f"expected a number from {lo} to {hi}, got {value!r}")
-        return float(value)
-
-    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.data.pop(name, list(default))
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(self.key(name), f"expected a list of strings, got {value!r}")
-        return tuple(value)
-
-    def numbers(self, name: str) -> frozenset[int]:
-        keys = set()
-        for i, text in enumerate(self.strings(name, ())):
-            key = e164_key(text)
-            if key is None:
-                raise ConfigError(f"{self.key(name)}[{i}]", f"{text!r} is not a telephone number")
-            keys.add(key)
-        return frozenset(keys)
-
-    def ip(self, name: str, default: str) -> str:
-        value = self.string(name, default)
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ConfigError(self.key(name), f"expected an IP address, got {value!r}") from None
-        return value
-
-    def done(self) -> None:
-        for name in self.data:
-            raise ConfigError(self.key(name), "unknown key")
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -219,7 +143,7 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def parse_config(data: dict[str, Any]) -> Config:
-    root = _Table(data, "")
+    root = Table(data, "")
     cfg = Config(
         sip=(sip := _sip(root.sub("sip"))),
         switches=_switches(root.data.pop("switches", None)),
@@ -229,6 +153,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         redress=_redress(root.sub("redress")),
         screening=_screening(root.sub("screening")),
         blocklists=_blocklists(root.sub("blocklists")),
+        reputation=parse_reputation(root.sub("reputation")),
     )
     root.done()
     family = ipaddress.ip_address(sip.host).version
@@ -240,7 +165,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     return cfg
 
 
-def _sip(t: _Table) -> SipConfig:
+def _sip(t: Table) -> SipConfig:
     d = SipConfig()
     transports = t.strings("transports", d.transports)
     for i, name in enumerate(transports):
@@ -270,7 +195,7 @@ def _sip(t: _Table) -> SipConfig:
     return cfg
 
 
-def _advertised_host(t: _Table) -> str:
+def _advertised_host(t: Table) -> str:
     value = t.string("advertised_host", "").lower()
     if not value:
         return value
@@ -291,7 +216,7 @@ def _switches(value: Any) -> tuple[SwitchConfig, ...]:
         raise ConfigError("switches", "expected one or more [[switches]] tables")
     out: list[SwitchConfig] = []
     for i, item in enumerate(value):
-        t = _Table(item, f"switches[{i}]")
+        t = Table(item, f"switches[{i}]")
         d = SwitchConfig()
         sw = SwitchConfig(
             name=t.string("name", f"switch{i + 1}"),
@@ -308,7 +233,7 @@ def _switches(value: Any) -> tuple[SwitchConfig, ...]:
     return tuple(out)
 
 
-def _routing(t: _Table) -> RoutingConfig:
+def _routing(t: Table) -> RoutingConfig:
     d = RoutingConfig()
     cfg = RoutingConfig(
         policy=t.string("policy", d.policy, ("hash", "round-robin")),
@@ -322,7 +247,7 @@ def _routing(t: _Table) -> RoutingConfig:
     return cfg
 
 
-def _admin(t: _Table) -> AdminConfig:
+def _admin(t: Table) -> AdminConfig:
     d = AdminConfig()
     cfg = AdminConfig(
         enabled=t.boolean("enabled", d.enabled),
@@ -336,19 +261,19 @@ def _admin(t: _Table) -> AdminConfig:
     return cfg
 
 
-def _blocklists(t: _Table) -> BlocklistConfig:
+def _blocklists(t: Table) -> BlocklistConfig:
     d = BlocklistConfig()
     cfg = BlocklistConfig(
         dir=t.string("dir", d.dir),
         fp_rate=t.number("fp_rate", d.fp_rate, 1e-9, 0.5),
         watch_interval=t.number("watch_interval", d.watch_interval, 0.0, 3600),
-        ftc_action=t.string("ftc_action", d.ftc_action, ("label", "block")),
+        ftc_action=t.string("ftc_action", d.ftc_action, ("reputation", "label", "block")),
     )
     t.done()
     return cfg
 
 
-def _log(t: _Table) -> LogConfig:
+def _log(t: Table) -> LogConfig:
     d = LogConfig()
     cfg = LogConfig(
         level=t.string("level", d.level, ("debug", "info", "warning", "error")),
@@ -358,7 +283,7 @@ def _log(t: _Table) -> LogConfig:
     return cfg
 
 
-def _redress(t: _Table) -> RedressConfig:
+def _redress(t: Table) -> RedressConfig:
     explicit = bool(t.data)
     cfg = RedressConfig(
         url=t.string("url", "" if explicit else PLACEHOLDER_REDRESS_URL),
@@ -412,7 +337,7 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
-def _screening(t: _Table) -> ScreeningConfig:
+def _screening(t: Table) -> ScreeningConfig:
     d = ScreeningConfig()
     emergency = t.strings("emergency_numbers", d.emergency_numbers)
     for i, text in enumerate(emergency):
@@ -441,7 +366,7 @@ def _screening(t: _Table) -> ScreeningConfig:
     return cfg
 
 
-def _header_name(t: _Table, name: str, default: str) -> str:
+def _header_name(t: Table, name: str, default: str) -> str:
     value = t.string(name, default)
     if not is_token(value) or len(value) == 1:
         raise ConfigError(t.key(name), f"{value!r} is not a valid SIP header name")

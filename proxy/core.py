@@ -22,6 +22,7 @@ from .events import (
     Screened,
     Send,
 )
+from .reputation import ReputationEngine
 from .routing import SwitchPool
 from .screening import Action, Pipeline, Verdict
 from .sip import (
@@ -76,8 +77,16 @@ def blocked_reason(redress: RedressConfig) -> str:
 
 
 class StatelessProxy:
-    def __init__(self, cfg: Config, pipeline: Pipeline, pool: SwitchPool, nonce: str) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        pipeline: Pipeline,
+        pool: SwitchPool,
+        nonce: str,
+        reputation: ReputationEngine | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.reputation = reputation  # fed every INVITE, final response and BYE it sees
         self.pipeline = pipeline
         self.pool = pool
         self.host = _bracket(cfg.sip.public_host)
@@ -114,7 +123,7 @@ class StatelessProxy:
 
     def receive_message(self, msg: SipMessage, source: Address, now: float) -> list[Event]:
         if isinstance(msg, SipResponse):
-            return self._response(msg)
+            return self._response(msg, now)
         try:
             return self._request(msg, source, now)
         except SipParseError as exc:  # a header parsed lazily turned out malformed
@@ -182,7 +191,11 @@ class StatelessProxy:
         local_tag = self._tag(req.call_id, req.from_.tag, top.branch)
         new_tag = local_tag if req.to.tag is None else None
 
+        screened: str | None = None  # the Call-ID of a call reputation is tracking
+
         def reply(status: int, reason: str, extra: tuple[tuple[str, str], ...] = ()) -> list[Event]:
+            if screened is not None and self.reputation is not None:
+                self.reputation.forget(screened)  # answered here: no outcome to learn from
             if method == "ACK":
                 return [Dropped("ack-not-forwardable", f"{status} {reason}")]
             data = build_response(
@@ -223,7 +236,10 @@ class StatelessProxy:
         label: Verdict | None = None
         initial = req.to.tag is None
         if initial and method in SCREENED_METHODS:
-            call = call_facts(req, source.host)
+            call = call_facts(req, source.host, now)
+            if self.reputation is not None:
+                self.reputation.record(call)
+                screened = req.call_id
             result = self.pipeline.screen(call)
             action = result.verdict.action
             events.append(Screened(call, result, action))
@@ -237,6 +253,8 @@ class StatelessProxy:
         # a Route go to the pool, keyed by Call-ID: the switch that has the call.
         from_switch = source.host in self.switch_hosts
         switch: SwitchConfig | None = None
+        if method == "BYE" and self.reputation is not None:
+            self.reputation.ended(req.call_id, now)
         if popped < len(routes):
             dest = self._uri_address(routes[popped].uri)
         elif (
@@ -311,7 +329,7 @@ class StatelessProxy:
 
     # -- responses -------------------------------------------------------
 
-    def _response(self, resp: SipResponse) -> list[Event]:
+    def _response(self, resp: SipResponse, now: float) -> list[Event]:
         top = resp.vias[0]
         if not self._is_us(top.host, top.port):
             return [Dropped("response-not-ours", top.sent_by)]
@@ -346,6 +364,9 @@ class StatelessProxy:
                 continue
             out.append((name, value))
         data = serialize(f"SIP/2.0 {resp.status} {resp.reason}", out, resp.body)
+        reputation = self.reputation
+        if reputation is not None and resp.status >= 200 and resp.cseq_method in SCREENED_METHODS:
+            reputation.final(resp.call_id, resp.status, now)
         return [
             Send(Address(host.strip("[]"), port, transport), data),
             Forwarded("response", resp.cseq_method),

@@ -17,10 +17,13 @@ from blocklists.slot import ArtefactSlot
 
 from .admin import AdminApi
 from .blocklist_loader import BlocklistLoader
-from .config import PLACEHOLDER_REDRESS_URL, Config, ConfigError, load_config
+from .config import PLACEHOLDER_REDRESS_URL, Config, load_config
+from .config_table import ConfigError
 from .core import StatelessProxy
 from .events import Event, Screened, Send
 from .metrics import Metrics
+from .reputation import ReputationEngine
+from .reputation.explain import explain_number
 from .routing import SwitchPool
 from .screening import build_pipeline
 from .transport.tcp import TcpEdge
@@ -39,11 +42,13 @@ class Worker:
         self.cfg = cfg
         self.pool = SwitchPool(cfg.switches, cfg.routing)
         self.slot = ArtefactSlot()
+        self.reputation = self._new_reputation(cfg) if cfg.reputation.enabled else None
         self.core = StatelessProxy(
             cfg,
-            build_pipeline(cfg.screening, self.slot, cfg.blocklists),
+            build_pipeline(cfg.screening, self.slot, cfg.blocklists, self.reputation),
             self.pool,
             secrets.token_hex(4),
+            self.reputation,
         )
         self.metrics = Metrics(self.pool)
         self.lists = BlocklistLoader(cfg.blocklists, self.slot, self.metrics.registry)
@@ -96,6 +101,7 @@ class Worker:
                 token=self.cfg.admin.token,
                 status=lambda: {"blocklists": self.lists.status()},
                 actions={"/admin/blocklists/reload": self._admin_reload_lists},
+                queries={"/admin/reputation/": self._admin_explain},
             )
             await self._listen(
                 "admin http",
@@ -107,6 +113,11 @@ class Worker:
             self._tasks.append(loop.create_task(self._health_loop()))
         self._tasks.append(loop.create_task(self._tcp_sweep()))
         self._tasks.append(loop.create_task(self._flush_verdicts()))
+        if self.reputation is not None and not sip.record_route:
+            log.warning(
+                "record_route is off: BYEs bypass the proxy, so reputation cannot see call "
+                "durations (short-calls, snowshoe and peer-short-calls stay silent)"
+            )
         if self.cfg.redress.url == PLACEHOLDER_REDRESS_URL:
             log.warning(
                 "redress contact is the embedded placeholder %s; set [redress] before "
@@ -155,18 +166,38 @@ class Worker:
             "detail": result.detail,
         }
 
+    def _new_reputation(self, cfg: Config) -> ReputationEngine:
+        engine = ReputationEngine(cfg.reputation, self.slot)
+        engine.wall_offset = time.time() - time.monotonic()  # the edges pass monotonic time
+        return engine
+
+    def _admin_explain(self, rest: str) -> tuple[int, dict[str, object]]:
+        if self.reputation is None:
+            return 409, {"error": "reputation is disabled ([reputation] enabled = false)"}
+        return explain_number(self.reputation, rest, time.monotonic())
+
     def reload(self, new: Config) -> list[str]:
-        """Apply a re-read config. Screening policy and redress take effect at
-        once; listeners, switches and admin need a restart. Returns the
-        sections that were not applied."""
+        """Apply a re-read config. Screening policy, reputation weights and
+        redress take effect at once, keeping the reputation traffic state;
+        listeners, switches and admin need a restart. Returns the sections
+        that were not applied."""
         needs_restart = [
             name
             for name in ("sip", "switches", "routing", "admin", "log", "blocklists")
             if getattr(new, name) != getattr(self.cfg, name)
         ]
+        if not new.reputation.enabled:
+            self.reputation = None
+        elif self.reputation is None:
+            self.reputation = self._new_reputation(new)
+        else:
+            self.reputation.configure(new.reputation)
+        self.core.reputation = self.reputation
         self.core.apply_policy(
-            replace(self.cfg, screening=new.screening, redress=new.redress),
-            build_pipeline(new.screening, self.slot, self.cfg.blocklists),
+            replace(
+                self.cfg, screening=new.screening, redress=new.redress, reputation=new.reputation
+            ),
+            build_pipeline(new.screening, self.slot, self.cfg.blocklists, self.reputation),
         )
         self.cfg = self.core.cfg
         return needs_restart

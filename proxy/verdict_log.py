@@ -108,6 +108,8 @@ def format_verdict(ts: float, ev: Screened) -> str:
         "reasons": list(result.verdict.reasons),
         "decided_by": result.decided_by,
     }
+    if result.verdict.observed:
+        record["observed_signals"] = list(result.verdict.observed)
     if result.observed:
         record["observed"] = {n: v.action.value for n, v in result.observed}
     if result.failed:

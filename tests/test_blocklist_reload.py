@@ -86,11 +86,20 @@ def list_core(art: Artefact | None, **sections: object) -> StatelessProxy:
     cfg = make_config(**sections)
     slot = ArtefactSlot()
     slot.current = art
-    return StatelessProxy(cfg, build_pipeline(cfg.screening, slot, cfg.blocklists), SwitchPool(cfg.switches, cfg.routing), "t")
+    return StatelessProxy(
+        cfg,
+        build_pipeline(cfg.screening, slot, cfg.blocklists),
+        SwitchPool(cfg.switches, cfg.routing),
+        "t",
+    )
 
 
-def screen(core: StatelessProxy, caller: str, ruri: str = "sip:+13125550187@192.0.2.5;user=phone") -> tuple[Screened, SipRequest | SipResponse]:
-    events: list[Event] = core.receive_datagram(request(caller=caller, ruri=ruri, call_id=f"{caller}-{ruri}"), PEER, 0.0)
+def screen(
+    core: StatelessProxy, caller: str, ruri: str = "sip:+13125550187@192.0.2.5;user=phone"
+) -> tuple[Screened, SipRequest | SipResponse]:
+    events: list[Event] = core.receive_datagram(
+        request(caller=caller, ruri=ruri, call_id=f"{caller}-{ruri}"), PEER, 0.0
+    )
     screened = [e for e in events if isinstance(e, Screened)]
     sends = [e for e in events if isinstance(e, Send)]
     assert len(screened) == 1 and len(sends) == 1, events
@@ -117,7 +126,9 @@ def verdict_header(msg: SipRequest | SipResponse) -> str | None:
         ("+19004440100", "prefix_rule", ("prefix-rule",)),
     ],
 )
-def test_blocking_checks_answer_603_with_their_reason(artefact: Artefact, caller: str, decided_by: str, reasons: tuple[str, ...]) -> None:
+def test_blocking_checks_answer_603_with_their_reason(
+    artefact: Artefact, caller: str, decided_by: str, reasons: tuple[str, ...]
+) -> None:
     screened, msg = screen(list_core(artefact), caller)
     assert isinstance(msg, SipResponse) and msg.status == 603
     assert screened.action is Action.BLOCK and screened.screening.decided_by == decided_by
@@ -165,8 +176,6 @@ def test_emergency_beats_every_list(artefact: Artefact) -> None:
         for ruri in ("sip:911@192.0.2.5", "tel:933", "urn:service:sos"):
             screened, msg = screen(core, caller, ruri)
             assert verdict_header(msg) is None and screened.screening.decided_by == "emergency"
-
-
 
 
 # -- zero false blocks ----------------------------------------------------
@@ -272,7 +281,9 @@ class Live:
             await asyncio.sleep(0.01)
         raise AssertionError(f"INVITE from {number} got no answer and was not forwarded")
 
-    async def http(self, path: str, method: str = "GET", token: str | None = None) -> tuple[int, Any]:
+    async def http(
+        self, path: str, method: str = "GET", token: str | None = None
+    ) -> tuple[int, Any]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.admin)
         auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
         writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
@@ -324,7 +335,16 @@ async def running(
     }
     worker = Worker(parse_config(config))
     await worker.start()
-    live = Live(worker, switch, caller, caller_port, config["sip"]["port"], config["admin"]["port"], lists, config)  # type: ignore[index]
+    live = Live(
+        worker,
+        switch,
+        caller,
+        caller_port,
+        config["sip"]["port"],
+        config["admin"]["port"],
+        lists,
+        config,
+    )  # type: ignore[index]
     try:
         yield live
     finally:
@@ -345,9 +365,17 @@ async def test_manifest_watcher_swaps_in_a_new_build(tmp_path: Path) -> None:
         assert a is not None and await live.call(X) == 603 and await live.call(Y) == "forwarded"
         b = make_lists(live.lists, block=f"{Y}\n{Z}", allow=X).version
         await live.until("the watcher to load B", lambda: version(live) == b)
-        assert await live.call(X) == "forwarded" and await live.call(Y) == 603 and await live.call(Z) == 603
+        assert (
+            await live.call(X) == "forwarded"
+            and await live.call(Y) == 603
+            and await live.call(Z) == 603
+        )
         status = await live.status()
-        assert status["version"] == b and status["counts"]["numbers"] == 2 and status["counts"]["allow"] == 1
+        assert (
+            status["version"] == b
+            and status["counts"]["numbers"] == 2
+            and status["counts"]["allow"] == 1
+        )
         assert 0 <= status["age_seconds"] < 60 and "last_error" not in status
         await asyncio.sleep(0.5)  # an unchanged manifest is not reloaded again
         metrics = await live.metrics()
@@ -408,7 +436,9 @@ async def test_watcher_rejects_a_broken_build_and_keeps_blocking(tmp_path: Path)
         make_lists(live.lists, block=Y)
         tamper(live.lists, "file")  # before the loop runs again: the watcher sees it broken
         await live.until("the watcher to report the error", lambda: live.worker.slot.last_error)
-        assert version(live) == a and await live.call(X) == 603 and await live.call(Y) == "forwarded"
+        assert (
+            version(live) == a and await live.call(X) == 603 and await live.call(Y) == "forwarded"
+        )
         status = await live.status()
         assert status["version"] == a and "keys.u64: sha256 does not match" in status["last_error"]
         await asyncio.sleep(0.5)  # the broken manifest is not retried in a loop
@@ -430,7 +460,7 @@ async def test_start_without_artefact_passes_calls_and_sighup_loads_one(tmp_path
         toml.write_text(
             f'[sip]\nhost = "127.0.0.1"\nport = {cfg["sip"]["port"]}\ntransports = ["udp"]\n'
             f'[[switches]]\nname = "sw"\nhost = "127.0.0.1"\nport = {cfg["switches"][0]["port"]}\n'
-            f'[routing]\nhealth_checks = false\n'
+            f"[routing]\nhealth_checks = false\n"
             f'[admin]\nhost = "127.0.0.1"\nport = {cfg["admin"]["port"]}\ntoken = "{TOKEN}"\n'
             f'[log]\nverdict_log = ""\n'
             f'[blocklists]\ndir = "{live.lists}"\nwatch_interval = 0.0\n'
@@ -446,7 +476,10 @@ async def test_reload_endpoint_without_token_or_without_dir(tmp_path: Path) -> N
         assert code == 403 and "token" in body["error"]
         assert await live.call(X) == 603  # the artefact loaded at start-up is used
     async with running(tmp_path, with_dir=False) as live:
-        assert await live.reload() == (409, {"outcome": "disabled", "version": None, "detail": "no [blocklists] dir configured"})
+        assert await live.reload() == (
+            409,
+            {"outcome": "disabled", "version": None, "detail": "no [blocklists] dir configured"},
+        )
         assert await live.status() == {"dir": None}
         assert await live.call(X) == "forwarded"
 
@@ -458,13 +491,17 @@ async def test_admin_reads_a_small_body_and_refuses_a_large_one() -> None:
     from proxy.config import RoutingConfig, SwitchConfig
     from proxy.routing import SwitchPool
 
-    api = AdminApi(SwitchPool((SwitchConfig(),), RoutingConfig()), CollectorRegistry(), lambda: True)
+    api = AdminApi(
+        SwitchPool((SwitchConfig(),), RoutingConfig()), CollectorRegistry(), lambda: True
+    )
     server = await api.start("127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         for length, expected in ((10, b"HTTP/1.1 405"), (10_000_000, b"HTTP/1.1 413")):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"POST /healthz HTTP/1.1\r\nContent-Length: {length}\r\n\r\n".encode() + b"x" * 10)
+            writer.write(
+                f"POST /healthz HTTP/1.1\r\nContent-Length: {length}\r\n\r\n".encode() + b"x" * 10
+            )
             head = await asyncio.wait_for(reader.readline(), 5)
             assert head.startswith(expected), head
             writer.close()

@@ -42,7 +42,9 @@ OUTPUT_FILES = {
 }  # fmt: skip
 
 
-def ftc(number: str, when: str = "2025-03-01 10:00:00", robo: str = "Y", subject: str = "Other") -> str:
+def ftc(
+    number: str, when: str = "2025-03-01 10:00:00", robo: str = "Y", subject: str = "Other"
+) -> str:
     return f"{number},2025-03-03 00:00:00,{when},Springfield,Illinois,217,{subject},{robo}"
 
 
@@ -150,7 +152,10 @@ def test_read_ftc_rows_and_every_kind_of_malformed_row(tmp_path: Path) -> None:
         ftc("555-CALL-NOW"),  # 11
         ftc("2125550150", subject="Medical  & prescriptions"),  # 12: double space is fine
     ]
-    path = write(tmp_path / "ftc.csv", "\r\n".join(rows).encode() + b"\r\n" + ftc("21255\xff0151").encode("latin-1") + b"\r\n")
+    path = write(
+        tmp_path / "ftc.csv",
+        "\r\n".join(rows).encode() + b"\r\n" + ftc("21255\xff0151").encode("latin-1") + b"\r\n",
+    )
     report = Report(Source(Kind.FTC, path))
     got = [(c.key, c.day, c.robocall) for c in read_ftc(report)]
     assert got == [
@@ -214,7 +219,12 @@ def test_read_prefixes_rules_and_bad_syntax(tmp_path: Path) -> None:
     )
     report = Report(Source(Kind.PREFIX, write(tmp_path / "p.txt", text)))
     rules = [(r.prefix, r.action) for r in read_prefixes(report)]
-    assert rules == [("1900", "block"), ("1212555", "label"), ("12125550", "allow"), ("1800", "block")]
+    assert rules == [
+        ("1900", "block"),
+        ("1212555", "label"),
+        ("12125550", "allow"),
+        ("1800", "block"),
+    ]
     assert (report.rows, report.entries) == (12, 4)
     found = problems(report)
     assert [line for line, _ in found] == [7, 8, 9, 10, 11, 12]
@@ -280,7 +290,9 @@ def test_ftc_aggregation_across_two_daily_files(lists: dict[str, Path], tmp_path
     art.close()
 
 
-def test_manifest_records_sources_outputs_and_checksums(lists: dict[str, Path], tmp_path: Path) -> None:
+def test_manifest_records_sources_outputs_and_checksums(
+    lists: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     before = time.time()
     result = build_all(lists, out, fp_rate=0.01)
@@ -294,7 +306,15 @@ def test_manifest_records_sources_outputs_and_checksums(lists: dict[str, Path], 
     assert abs(built_at - m["built_at_epoch"]) < 2
     assert m["counts"] == {"numbers": 8, "allow": 2, "prefix_rules": 3, "problems": 3}
     by_path = {s["path"]: s for s in m["sources"]}
-    assert [s["kind"] for s in m["sources"]] == ["ftc", "ftc", "list", "block", "allow", "dno", "prefix"]
+    assert [s["kind"] for s in m["sources"]] == [
+        "ftc",
+        "ftc",
+        "list",
+        "block",
+        "allow",
+        "dno",
+        "prefix",
+    ]
     for path in lists.values():
         assert by_path[str(path)]["sha256"] == sha256(path)
     day1 = by_path[str(lists["day1"])]
@@ -321,7 +341,10 @@ def test_missing_source_is_a_build_error_and_leaves_the_output_alone(
     first = build_all(lists, out)
     before = (out / "manifest.json").read_bytes()
     with pytest.raises(BuildError, match=r"^block:.*nowhere\.txt: no such file$"):
-        build([parse_source(f"ftc:{lists['day1']}"), parse_source(f"block:{tmp_path}/nowhere.txt")], out)
+        build(
+            [parse_source(f"ftc:{lists['day1']}"), parse_source(f"block:{tmp_path}/nowhere.txt")],
+            out,
+        )
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", first.version])
 
@@ -337,14 +360,19 @@ def test_old_versions_are_pruned_keeping_three(
     for _ in range(5):
         last = build([parse_source(f"list:{lists['list']}")], out)
     kept = sorted(p.name for p in out.iterdir() if p.is_dir())
-    assert kept == ["00-operator-notes", *sorted(f"20250101T000000.000Z-0000000{9 - i}" for i in (2, 3, 4))]
+    assert kept == [
+        "00-operator-notes",
+        *sorted(f"20250101T000000.000Z-0000000{9 - i}" for i in (2, 3, 4)),
+    ]
     kept.remove("00-operator-notes")
     assert json.loads((out / "manifest.json").read_text())["version"] == last.version == kept[0]
 
 
 @pytest.mark.parametrize("when", ["1969-12-31 10:00:00", "2200-01-01 10:00:00"])
 def test_out_of_range_violation_date_is_a_problem_not_a_crash(tmp_path: Path, when: str) -> None:
-    path = write(tmp_path / "f.csv", "\n".join([HEADER, ftc("2125550142", when), ftc("2125550143")]) + "\n")
+    path = write(
+        tmp_path / "f.csv", "\n".join([HEADER, ftc("2125550142", when), ftc("2125550143")]) + "\n"
+    )
     result = build([parse_source(f"ftc:{path}")], tmp_path / "out")
     assert [p.line for p in result.reports[0].problems] == [2]
     assert result.manifest["counts"]["numbers"] == 1
@@ -379,14 +407,35 @@ def _manifest(out: Path, edit: Callable[[dict[str, Any]], object]) -> None:
 
 
 DAMAGE: dict[str, tuple[Callable[[Path, Path], object], str]] = {
-    "tampered flags": (lambda out, v: (v / "flags.u8").write_bytes(b"\xee" + (v / "flags.u8").read_bytes()[1:]), "flags.u8: sha256 does not match"),
-    "truncated keys": (lambda out, v: (v / "keys.u64").write_bytes((v / "keys.u64").read_bytes()[:-3]), "keys.u64: sha256 does not match"),
-    "missing complaints": (lambda out, v: (v / "complaints.u32").unlink(), "complaints.u32: missing"),
-    "manifest not json": (lambda out, v: (out / "manifest.json").write_text('{"format": 1, "version": '), "manifest.json: not JSON"),
+    "tampered flags": (
+        lambda out, v: (v / "flags.u8").write_bytes(b"\xee" + (v / "flags.u8").read_bytes()[1:]),
+        "flags.u8: sha256 does not match",
+    ),
+    "truncated keys": (
+        lambda out, v: (v / "keys.u64").write_bytes((v / "keys.u64").read_bytes()[:-3]),
+        "keys.u64: sha256 does not match",
+    ),
+    "missing complaints": (
+        lambda out, v: (v / "complaints.u32").unlink(),
+        "complaints.u32: missing",
+    ),
+    "manifest not json": (
+        lambda out, v: (out / "manifest.json").write_text('{"format": 1, "version": '),
+        "manifest.json: not JSON",
+    ),
     "no manifest": (lambda out, v: (out / "manifest.json").unlink(), "manifest.json: No such file"),
-    "wrong format": (lambda out, v: _manifest(out, lambda m: m.update(format=99)), "not an artefact manifest of format 1"),
-    "bad sha in manifest": (lambda out, v: _manifest(out, lambda m: m["files"]["allow.u64"].update(sha256="0" * 64)), "allow.u64: sha256 does not match"),
-    "manifest lacks a file": (lambda out, v: _manifest(out, lambda m: m["files"].pop("prefixes.json")), "manifest lacks prefixes.json"),
+    "wrong format": (
+        lambda out, v: _manifest(out, lambda m: m.update(format=99)),
+        "not an artefact manifest of format 1",
+    ),
+    "bad sha in manifest": (
+        lambda out, v: _manifest(out, lambda m: m["files"]["allow.u64"].update(sha256="0" * 64)),
+        "allow.u64: sha256 does not match",
+    ),
+    "manifest lacks a file": (
+        lambda out, v: _manifest(out, lambda m: m["files"].pop("prefixes.json")),
+        "manifest lacks prefixes.json",
+    ),
     "no version": (lambda out, v: _manifest(out, lambda m: m.pop("version")), "malformed manifest"),
 }
 
@@ -447,18 +496,40 @@ def test_manifest_files_of_the_wrong_type_is_an_artefact_error(
 
 def test_cli_build_verify_lookup(lists: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    specs = [f"ftc:{lists['day1']}", f"list:{lists['list']}", f"allow:{lists['allow']}", f"prefix:{lists['prefix']}", f"dno:{lists['dno']}"]
+    specs = [
+        f"ftc:{lists['day1']}",
+        f"list:{lists['list']}",
+        f"allow:{lists['allow']}",
+        f"prefix:{lists['prefix']}",
+        f"dno:{lists['dno']}",
+    ]
     done = cli("build", *specs, "-o", str(out), "--fp-rate", "0.01")
     assert done.returncode == 0, done.stderr
     version = json.loads((out / "manifest.json").read_text())["version"]
     assert json.loads((out / "manifest.json").read_text())["fp_rate"] == 0.01
     assert f"list:{lists['list']}: 3 rows, 2 entries, 0 skipped, 1 malformed" in done.stdout
     assert f"ftc:{lists['day1']}: 6 rows, 4 entries, 1 skipped, 1 malformed" in done.stdout
-    assert f"built {out}/{version}: 5 numbers, 2 allowed, 3 prefix rules, 3 malformed rows" in done.stdout
+    assert (
+        f"built {out}/{version}: 5 numbers, 2 allowed, 3 prefix rules, 3 malformed rows"
+        in done.stdout
+    )
     assert f"  {lists['list']}:3: not a telephone number: 'nope'" in done.stderr.splitlines()
     done = cli("verify", str(out))
-    assert done.returncode == 0 and f"version {version} ok: 5 numbers, 2 allowed, 3 prefix rules" in done.stdout
-    done = cli("lookup", str(out), "2125550142", "+1-212-555-0141", "2125550171", "+19005550100", "+11005550100", "12345", "8005550180")
+    assert (
+        done.returncode == 0
+        and f"version {version} ok: 5 numbers, 2 allowed, 3 prefix rules" in done.stdout
+    )
+    done = cli(
+        "lookup",
+        str(out),
+        "2125550142",
+        "+1-212-555-0141",
+        "2125550171",
+        "+19005550100",
+        "+11005550100",
+        "12345",
+        "8005550180",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "+12125550142: listed <Flag.FTC: 1> complaints=2",
@@ -474,29 +545,47 @@ def test_cli_build_verify_lookup(lists: dict[str, Path], tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["build", "list:{tmp}/nowhere.txt", "-o", "{tmp}/out"], "robocall-shield: blocklist build: list:{tmp}/nowhere.txt: no such file"),
-        (["build", "bogus:{tmp}/x", "-o", "{tmp}/out"], "robocall-shield: blocklist build: 'bogus:{tmp}/x': unknown source kind"),
-        (["build", "list:{tmp}/x", "-o", "{tmp}/out", "--fp-rate", "0.7"], "robocall-shield: --fp-rate must be between 0 and 0.5"),
+        (
+            ["build", "list:{tmp}/nowhere.txt", "-o", "{tmp}/out"],
+            "robocall-shield: blocklist build: list:{tmp}/nowhere.txt: no such file",
+        ),
+        (
+            ["build", "bogus:{tmp}/x", "-o", "{tmp}/out"],
+            "robocall-shield: blocklist build: 'bogus:{tmp}/x': unknown source kind",
+        ),
+        (
+            ["build", "list:{tmp}/x", "-o", "{tmp}/out", "--fp-rate", "0.7"],
+            "robocall-shield: --fp-rate must be between 0 and 0.5",
+        ),
     ],
 )
 def test_cli_bad_usage_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     done = cli(*(a.format(tmp=tmp_path) for a in args))
     assert done.returncode == 2 and done.stdout == ""
-    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(message.format(tmp=tmp_path))
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(
+        message.format(tmp=tmp_path)
+    )
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_verify_and_lookup_exit_1_on_a_damaged_artefact(lists: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_verify_and_lookup_exit_1_on_a_damaged_artefact(
+    lists: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     build_all(lists, out)
     _damage(out, "tampered flags")
     done = cli("verify", str(out))
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.startswith("robocall-shield: artefact error: ") and "flags.u8: sha256 does not match" in done.stderr
+    assert (
+        done.stderr.startswith("robocall-shield: artefact error: ")
+        and "flags.u8: sha256 does not match" in done.stderr
+    )
     assert len(done.stderr.splitlines()) == 1
     _damage(out, "no manifest")
     done = cli("lookup", str(out), "2125550142")
-    assert done.returncode == 1 and "manifest.json" in done.stderr and "Traceback" not in done.stderr
+    assert (
+        done.returncode == 1 and "manifest.json" in done.stderr and "Traceback" not in done.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -539,7 +628,9 @@ def test_ftc_stray_quote_costs_one_row_not_the_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("version", [None, 7, "../../etc", ""])
-def test_manifest_version_must_be_a_version_name(lists: dict[str, Path], tmp_path: Path, version: object) -> None:
+def test_manifest_version_must_be_a_version_name(
+    lists: dict[str, Path], tmp_path: Path, version: object
+) -> None:
     out = tmp_path / "out"
     m = build_all(lists, out).manifest
     (out / "manifest.json").write_text(json.dumps(dict(m, version=version)))
@@ -560,7 +651,9 @@ def test_a_failed_load_releases_its_maps(lists: dict[str, Path], tmp_path: Path)
 
 
 def test_every_bad_row_reaches_problems_tsv_but_few_stay_in_memory(tmp_path: Path) -> None:
-    bad = write(tmp_path / "wrong.txt", "\ufeff2125550142\n" + "".join(f"row {i}\n" for i in range(1500)))
+    bad = write(
+        tmp_path / "wrong.txt", "\ufeff2125550142\n" + "".join(f"row {i}\n" for i in range(1500))
+    )
     result = build([parse_source(f"list:{bad}")], tmp_path / "out")
     report = result.reports[0]
     assert report.problem_count == 1500 and len(report.problems) == 1000

@@ -38,9 +38,10 @@ def test_example_file_is_valid_and_documents_every_key() -> None:
         cfg.log,
         cfg.redress,
         cfg.screening,
+        cfg.reputation,
     ):
         for f in dataclasses.fields(section):  # type: ignore[arg-type]
-            if f.name in ("limits", "modes"):
+            if f.name in ("limits", "modes", "weights"):
                 continue
             assert f"\n{f.name} =" in text, f"{f.name} is not documented in the example"
 
@@ -129,12 +130,22 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
         ({"switches": [{"host": "::1"}]}, "switches[0].host"),
     ],
 )
-def test_values_that_would_inject_or_break_messages_are_refused(data: dict[str, object], key: str) -> None:
+def test_values_that_would_inject_or_break_messages_are_refused(
+    data: dict[str, object], key: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert info.value.key == key
 
 
 def test_redress_contacts_that_are_fine() -> None:
-    cfg = parse_config({"redress": {"tel": "+1-800-555-0100", "email": "redress@example.net", "url": "https://r.example.net/x?y=1"}})
+    cfg = parse_config(
+        {
+            "redress": {
+                "tel": "+1-800-555-0100",
+                "email": "redress@example.net",
+                "url": "https://r.example.net/x?y=1",
+            }
+        }
+    )
     assert cfg.redress.tel == "+1-800-555-0100"

@@ -207,7 +207,10 @@ def test_folded_line_length_and_via_count_are_bounded() -> None:
     folded = "X-Long: a" + "".join("\r\n " + "b" * 100 for _ in range(90))
     with pytest.raises(SipParseError, match="longer than"):
         parse_datagram(request(extra=(folded,)))
-    many = tuple("Via: " + ", ".join(f"SIP/2.0/UDP h{j}{i};branch=z9hG4bK{i}" for i in range(60)) for j in range(5))
+    many = tuple(
+        "Via: " + ", ".join(f"SIP/2.0/UDP h{j}{i};branch=z9hG4bK{i}" for i in range(60))
+        for j in range(5)
+    )
     with pytest.raises(SipParseError, match="Via values"):
         parse_datagram(request(extra=many))
     with pytest.raises(SipParseError, match="bad port"):

@@ -92,8 +92,8 @@ def test_loop_back_to_us_gets_482() -> None:
     assert resp.status == 482
 
 
-def test_record_route_when_configured() -> None:
-    core = make_core(make_config(sip={"host": "192.0.2.5", "port": 5060, "record_route": True}))
+def test_record_route_by_default_and_none_when_switched_off() -> None:
+    core = make_core(make_config(sip={"host": "192.0.2.5", "port": 5060}))
     out = forwarded(core, request())
     assert out.header("record-route") == "<sip:192.0.2.5:5060;lr>"
     tcp = forwarded(core, request(transport="TCP"), Address("198.51.100.10", 40001, "tcp"))
@@ -101,8 +101,8 @@ def test_record_route_when_configured() -> None:
         "<sip:192.0.2.5:5060;lr>",
         "<sip:192.0.2.5:5060;transport=tcp;lr>",
     ]
-    assert make_core().receive_datagram(request(), PEER, 0.0)  # and none when not configured
-    assert forwarded(make_core(), request()).header("record-route") is None
+    off = make_core(make_config(sip={"host": "192.0.2.5", "port": 5060, "record_route": False}))
+    assert forwarded(off, request()).header("record-route") is None
 
 
 def test_response_is_relayed_by_popping_our_via() -> None:
@@ -215,7 +215,9 @@ def test_in_dialog_request_from_a_switch_follows_route_then_request_uri() -> Non
     )
     assert routed.dest == Address("203.0.113.50", 5062, "udp")
     msg = parse_datagram(routed.data)
-    assert isinstance(msg, SipRequest) and msg.header_values("route") == ["<sip:203.0.113.50:5062;lr>"]
+    assert isinstance(msg, SipRequest) and msg.header_values("route") == [
+        "<sip:203.0.113.50:5062;lr>"
+    ]
     direct = one_send(
         core.receive_datagram(
             request(
@@ -241,9 +243,16 @@ def test_peers_reach_only_the_switches() -> None:
     ack = request("ACK", "sip:+13125550187@carrier.example.com", to_tag="sw1")
     assert one_send(core.receive_datagram(ack, PEER, 0.0)).dest == SWITCH
     # a Route through the switch is fine; a Route anywhere else is relaying
-    via_switch = request("BYE", "sip:x@203.0.113.77", to_tag="t", extra=("Route: <sip:192.0.2.20:5080;lr>",))
+    via_switch = request(
+        "BYE", "sip:x@203.0.113.77", to_tag="t", extra=("Route: <sip:192.0.2.20:5080;lr>",)
+    )
     assert one_send(core.receive_datagram(via_switch, PEER, 0.0)).dest == SWITCH
-    relay = request("BYE", "sip:x@203.0.113.77", to_tag="t", extra=("Route: <sip:127.0.0.1:8080;transport=tcp;lr>",))
+    relay = request(
+        "BYE",
+        "sip:x@203.0.113.77",
+        to_tag="t",
+        extra=("Route: <sip:127.0.0.1:8080;transport=tcp;lr>",),
+    )
     _, resp = reply(core, relay)
     assert resp.status == 403
 
@@ -443,17 +452,26 @@ def test_hostile_values_never_escape_as_other_exceptions() -> None:
     for data in cases:
         send = one_send(core.receive_datagram(data, PEER, 0.0))
         assert send.data.startswith(b"SIP/2.0 400 Bad Request\r\n")
-    untrusted = make_core(make_config(switches=[{"host": "192.0.2.20", "port": 5080, "trusted": False}]))
+    untrusted = make_core(
+        make_config(switches=[{"host": "192.0.2.20", "port": 5080, "trusted": False}])
+    )
     send = one_send(untrusted.receive_datagram(request(extra=('Privacy: id, "x',)), PEER, 0.0))
     assert send.data.startswith(b"SIP/2.0 400 Bad Request\r\n")
-    weird_rport = response(vias=("SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKx", "SIP/2.0/UDP 198.51.100.10;branch=z9hG4bK1;rport=\u00b2"))
+    weird_rport = response(
+        vias=(
+            "SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKx",
+            "SIP/2.0/UDP 198.51.100.10;branch=z9hG4bK1;rport=\u00b2",
+        )
+    )
     assert core.receive_datagram(weird_rport, SWITCH, 0.0)[0].reason == "bad-next-hop"  # type: ignore[union-attr]
 
 
 def test_bare_lf_cannot_smuggle_headers() -> None:
     smuggled = request(extra=("Subject: hi\nX-Robocall-Verdict: pass",))
     events = make_core().receive_datagram(smuggled, PEER, 0.0)
-    assert not sends(events) and Dropped("malformed", "bare CR or LF in the header section") in events
+    assert (
+        not sends(events) and Dropped("malformed", "bare CR or LF in the header section") in events
+    )
 
 
 def test_ng911_urn_is_routed_to_a_switch_and_passes() -> None:
@@ -464,6 +482,8 @@ def test_ng911_urn_is_routed_to_a_switch_and_passes() -> None:
 
 def test_to_tag_inside_the_uri_is_not_a_header_tag() -> None:
     core = make_core(make_config(screening={"block": ["+12125550142"]}))
-    data = request().replace(b"To: <sip:+13125550187@192.0.2.5;user=phone>", b"To: <sip:x@192.0.2.5;tag=inuri>")
+    data = request().replace(
+        b"To: <sip:+13125550187@192.0.2.5;user=phone>", b"To: <sip:x@192.0.2.5;tag=inuri>"
+    )
     _, resp = reply(core, data)
     assert resp.status == 603 and resp.to.tag not in (None, "inuri")

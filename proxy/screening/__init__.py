@@ -5,6 +5,7 @@ from __future__ import annotations
 from blocklists.slot import ArtefactSlot
 
 from ..config import BlocklistConfig, ScreeningConfig
+from ..reputation import ReputationEngine
 from .checks import EmergencyCheck, NumberListCheck
 from .list_checks import (
     BlocklistAllowCheck,
@@ -14,6 +15,7 @@ from .list_checks import (
     PrefixRuleCheck,
 )
 from .pipeline import Check, Pipeline, Screening, Stage
+from .reputation_check import PolicyLookup, ReputationCheck
 from .verdict import CLEAN, Action, Mode, Verdict
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Mode",
     "NumberListCheck",
     "Pipeline",
+    "ReputationCheck",
     "Screening",
     "Stage",
     "Verdict",
@@ -35,10 +38,16 @@ def build_pipeline(
     cfg: ScreeningConfig,
     slot: ArtefactSlot | None = None,
     lists: BlocklistConfig | None = None,
+    reputation: ReputationEngine | None = None,
+    policy_for: PolicyLookup | None = None,
 ) -> Pipeline:
-    """The chain, in order: emergency, allow lists, blocks, labels."""
+    """The chain, in order: emergency, allow lists, blocks, labels, then the
+    reputation score. Without a reputation engine an FTC complaint labels."""
     slot = slot or ArtefactSlot()
     lists = lists or BlocklistConfig()
+    ftc_action = lists.ftc_action
+    if reputation is None and ftc_action == "reputation":
+        ftc_action = "label"
     checks: list[Check] = [
         EmergencyCheck(cfg.emergency_numbers, cfg.psap_numbers | cfg.government_numbers),
         NumberListCheck("static_allow", cfg.allow, Verdict(Action.PASS, 0, ("allowlist",))),
@@ -46,8 +55,10 @@ def build_pipeline(
         NumberListCheck("static_block", cfg.block, Verdict(Action.BLOCK, 100, ("blocklist",))),
         DnoCheck(slot),
         InvalidNumberCheck(),
-        BlocklistCheck(slot, lists.ftc_action),
+        BlocklistCheck(slot, ftc_action),
         PrefixRuleCheck(slot),
         NumberListCheck("static_label", cfg.label, Verdict(Action.LABEL, 70, ("labellist",))),
     ]
+    if reputation is not None:
+        checks.append(ReputationCheck(reputation, policy_for))
     return Pipeline([Stage(c, Mode(cfg.modes[c.name])) for c in checks])

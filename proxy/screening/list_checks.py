@@ -69,15 +69,15 @@ class InvalidNumberCheck:
 
 
 class BlocklistCheck(_ArtefactCheck):
-    """The exact store: operator and plain lists block; an FTC complaint alone
-    labels or blocks as configured (complaints are unverified and often
-    spoofed, so labelling is the default)."""
+    """The exact store: operator and plain lists block. An FTC complaint
+    alone is left to the reputation score by default (complaints are
+    unverified, often spoofed, and age), or labels or blocks as configured."""
 
     name = "blocklist"
 
     def __init__(self, slot: ArtefactSlot, ftc_action: str) -> None:
         super().__init__(slot)
-        self.ftc_action = Action.BLOCK if ftc_action == "block" else Action.LABEL
+        self.ftc_action = {"block": Action.BLOCK, "label": Action.LABEL}.get(ftc_action)
 
     def judge(self, art: Artefact, key: int) -> Verdict | None:
         entry = art.lookup(key)
@@ -87,7 +87,7 @@ class BlocklistCheck(_ArtefactCheck):
             return OPERATOR_BLOCK
         if entry.flags & Flag.LIST:
             return LISTED
-        if entry.flags & Flag.FTC:
+        if entry.flags & Flag.FTC and self.ftc_action is not None:
             reasons = (
                 ("ftc-complaints", "ftc-robocall")
                 if entry.flags & Flag.ROBOCALL

@@ -22,6 +22,7 @@ class Verdict:
     action: Action
     score: int
     reasons: tuple[str, ...]
+    observed: tuple[str, ...] = ()  # reasons computed in observe mode: logged, not scored
 
 
 CLEAN = Verdict(Action.PASS, 0, ())

@@ -6,13 +6,16 @@ otherwise From. The callee is the Request-URI number, otherwise To.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass
 
 from .errors import SipParseError
 from .grammar import split_commas
 from .message import SipRequest
 from .numbers import digits_of, e164_key, uri_number
-from .uri import NameAddr, parse_name_addr
+from .uri import NameAddr, Uri, parse_name_addr
 
 _ANONYMOUS_USERS = frozenset(("anonymous", "restricted", "unavailable", "unknown", "private"))
 
@@ -32,9 +35,12 @@ class CallFacts:
     callee_key: int | None
     emergency_urn: bool
     identity: str | None
+    received: float = 0.0  # the `now` the INVITE arrived at; screening's clock
+    verstat: str | None = None  # TS 24.229 verification result an upstream put on the caller
+    attest: str | None = None  # the PASSporT attest claim (A/B/C), not verified here
 
 
-def call_facts(request: SipRequest, source: str) -> CallFacts:
+def call_facts(request: SipRequest, source: str, now: float = 0.0) -> CallFacts:
     caller_addr = _first_pai(request)
     asserted = caller_addr is not None
     if caller_addr is None:
@@ -50,6 +56,7 @@ def call_facts(request: SipRequest, source: str) -> CallFacts:
     )
     raw_callee = uri_number(request.uri) or uri_number(request.to.uri)
     callee = digits_of(raw_callee) if raw_callee is not None else None
+    identity = request.header("identity")
     return CallFacts(
         method=request.method,
         call_id=request.call_id,
@@ -63,7 +70,10 @@ def call_facts(request: SipRequest, source: str) -> CallFacts:
         callee=callee,
         callee_key=e164_key(callee) if callee else None,
         emergency_urn=request.uri.scheme == "urn" and "service:sos" in request.uri.raw.lower(),
-        identity=request.header("identity"),
+        identity=identity,
+        received=now,
+        verstat=_verstat(caller_addr.uri),
+        attest=attest_claim(identity) if identity else None,
     )
 
 
@@ -75,3 +85,37 @@ def _first_pai(request: SipRequest) -> NameAddr | None:
         return parse_name_addr(split_commas(value)[0])
     except SipParseError:
         return None  # a broken PAI is no identity; From still applies
+
+
+def _verstat(uri: Uri) -> str | None:
+    """verstat as a URI parameter, or as a user parameter inside the user
+    part (``sip:+1...;verstat=...@host``): carriers place it either way."""
+    value = uri.params.get("verstat")
+    if value:
+        return value
+    user = uri.user
+    if user and ";" in user:
+        for param in user.split(";")[1:]:
+            name, _, val = param.partition("=")
+            if name.strip().lower() == "verstat" and val:
+                return val.strip()
+    return None
+
+
+_ATTEST = re.compile(rb'"attest"\s*:\s*"([ABC])"')
+
+
+def attest_claim(identity: str) -> str | None:
+    """The ``attest`` claim of the first PASSporT, read without verifying:
+    a claim may lower trust but never raise it until it is verified. The
+    compact form carries no payload, so no claim."""
+    parts = identity.split(",", 1)[0].split(";", 1)[0].strip().split(".")
+    if len(parts) != 3 or not parts[1] or len(parts[1]) > 4096:
+        return None
+    payload = parts[1]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    m = _ATTEST.search(raw)
+    return m.group(1).decode() if m else None

@@ -1,0 +1,330 @@
+"""The reputation engine: rolling traffic state fed by what the proxy sees
+(INVITE, final response, BYE), and a score from 0 to 100 per call.
+
+Sans-I/O and in memory: every method takes the time from its caller. The
+score is a sum of weighted signals, each with a strength from 0 to 1, so
+every point of a score can be explained by a reason code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from blocklists.nanp import invalid_caller
+from blocklists.slot import ArtefactSlot
+from blocklists.sources import Flag
+from blocklists.store import Entry
+
+from ..sip.identity import CallFacts
+from .settings import ReputationConfig
+from .traffic import Traffic, TrafficTable
+
+# What counts as "many": ramps from (no evidence, full evidence). Chosen so
+# that volume alone (a pharmacy's reminders, a school's closure alert) stays
+# below the default label threshold; see README "Reputation".
+RATE_RAMPS = ((2.0, 5.0), (8.0, 30.0), (60.0, 300.0))  # calls per second, minute, hour
+FANOUT_RAMP = (10.0, 60.0)  # distinct callees per hour
+SEQUENTIAL_GAP = 3  # a callee within 3 of a recent callee is "near-sequential"
+SEQUENTIAL_SHARE = (0.2, 0.5)
+SEQUENTIAL_MIN_CALLS = 4
+PEER_SEQUENTIAL_MIN = 10  # near-sequential calls a peer must carry before one counts
+SHORT_SHARE = (0.3, 0.6)
+FAIL_SHARE = (0.65, 0.85)  # 1 - ASR: 35% answered is normal, 15% is a campaign
+MIN_ENDED, MIN_FINALS = 5, 10  # per caller number
+PEER_MIN_ENDED, PEER_MIN_FINALS = 30, 50
+RANGE_MIN_ENDED, RANGE_MIN_FINALS = 10, 20
+NEIGHBOUR_FANOUT = (5.0, 20.0)
+SNOWSHOE_CALLERS = (5.0, 20.0)  # distinct callers active in one thousands-block
+COMPLAINTS_FULL = 3.0  # decayed complaints that give the full complaint weight
+CALLER_FAN_BITS, PEER_FAN_BITS, RANGE_FAN_BITS = 256, 4096, 256
+CALLER_RECENT, PEER_RECENT = 4, 16
+_NANP_LO, _NANP_HI = 10_000_000_000, 20_000_000_000
+_LIST_FLAGS = Flag.BLOCK | Flag.LIST
+_Add = Callable[[tuple[str, float]], None]
+
+
+def ramp(x: float, span: tuple[float, float]) -> float:
+    lo, hi = span
+    if x <= lo:
+        return 0.0
+    return 1.0 if x >= hi else (x - lo) / (hi - lo)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    score: int
+    reasons: tuple[str, ...]  # enforced signals that added points, strongest first
+    observed: tuple[str, ...]  # signals in observe mode that would have added points
+    points: tuple[tuple[str, float], ...]  # every signal that fired, with its points
+
+
+class _Call:
+    """A call in progress, to attribute its outcome to the right keys."""
+
+    __slots__ = ("answered_at", "caller", "final", "invite", "near", "peer", "range")
+
+    def __init__(
+        self, invite: bool, caller: Traffic | None, peer: Traffic, rng: Traffic | None, near: bool
+    ) -> None:
+        self.invite = invite
+        self.caller = caller
+        self.peer = peer
+        self.range = rng
+        self.near = near
+        self.final = False
+        self.answered_at: float | None = None
+
+
+class ReputationEngine:
+    def __init__(self, cfg: ReputationConfig, slot: ArtefactSlot | None = None) -> None:
+        self.slot = slot or ArtefactSlot()
+        self.callers = TrafficTable(cfg.max_numbers, CALLER_FAN_BITS, CALLER_RECENT)
+        self.peers = TrafficTable(cfg.max_peers, PEER_FAN_BITS, PEER_RECENT)
+        self.ranges = TrafficTable(cfg.max_ranges, RANGE_FAN_BITS, 0)
+        self.calls: dict[str, _Call] = {}
+        # `now` is whatever clock the caller uses (the proxy: monotonic);
+        # adding this gives Unix time, which complaint ages are counted in
+        self.wall_offset = 0.0
+        self.configure(cfg)
+
+    def configure(self, cfg: ReputationConfig) -> None:
+        """New weights, modes and thresholds; the traffic state is kept."""
+        self.cfg = cfg
+        self.callers.capacity = cfg.max_numbers
+        self.ranges.capacity = cfg.max_ranges
+        self.peers.capacity = cfg.max_peers
+        self.weights = dict(cfg.weights)
+        self.observe = frozenset(c for c, m in cfg.modes.items() if m == "observe")
+        self.max_calls = cfg.max_calls
+        self.short_s = cfg.short_call_seconds
+        self.half_life = cfg.complaint_half_life_days
+
+    # -- what the proxy saw ----------------------------------------------
+
+    def record(self, call: CallFacts) -> None:
+        """An initial INVITE or MESSAGE; a retransmission is not counted twice."""
+        calls = self.calls
+        if call.call_id in calls:
+            return
+        now = call.received
+        callee = call.callee_key
+        peer = self.peers.touch(call.source, now)
+        near = peer.call(now, callee, callee, SEQUENTIAL_GAP)
+        caller = rng = None
+        key = call.caller_key
+        if key is not None:
+            caller = self.callers.touch(key, now)
+            near = caller.call(now, callee, callee, SEQUENTIAL_GAP) or near
+            rng = self.ranges.touch(key // 1000, now)
+            rng.call(now, key, None, 0)
+        calls[call.call_id] = _Call(call.method == "INVITE", caller, peer, rng, near)
+        if len(calls) > self.max_calls:
+            del calls[next(iter(calls))]  # the oldest call; its outcome goes uncounted
+
+    def final(self, call_id: str, status: int, now: float) -> None:
+        """The first final response to a recorded INVITE, relayed from the switch."""
+        rec = self.calls.get(call_id)
+        if rec is None or rec.final:
+            return
+        if not rec.invite:
+            del self.calls[call_id]
+            return
+        rec.final = True
+        answered = 200 <= status < 300
+        for t in (rec.caller, rec.peer, rec.range):
+            if t is not None:
+                t.final(now, answered)
+        if answered:
+            rec.answered_at = now
+        else:
+            del self.calls[call_id]
+
+    def ended(self, call_id: str, now: float) -> None:
+        """A BYE: the call's duration tells a short call from a normal one."""
+        rec = self.calls.pop(call_id, None)
+        if rec is None or rec.answered_at is None:
+            return
+        short = now - rec.answered_at < self.short_s
+        for t in (rec.caller, rec.peer, rec.range):
+            if t is not None:
+                t.ended(now, short)
+
+    def forget(self, call_id: str) -> None:
+        """The proxy answered the call itself (blocked, no switch): it has no
+        outcome that says anything about the caller."""
+        self.calls.pop(call_id, None)
+
+    # -- scoring ---------------------------------------------------------
+
+    def assess(self, call: CallFacts) -> Assessment:
+        now = call.received
+        key = call.caller_key
+        fired: list[tuple[str, float]] = []
+        add = fired.append
+        listed, distinct = self._number_signals(call.caller, key, now, add)
+        if call.anonymous and not call.asserted and call.identity is None:
+            add(("anonymous", 1.0))
+        rec = self.calls.get(call.call_id)
+        if (
+            rec is not None
+            and rec.near
+            and all(c != "sequential" for c, _ in fired)
+            and rec.peer.sequential(now) >= PEER_SEQUENTIAL_MIN
+        ):
+            add(("sequential", 1.0))
+        callee = call.callee_key
+        if (
+            key is not None
+            and callee is not None
+            and _NANP_LO <= key < _NANP_HI
+            and key // 10_000 == callee // 10_000
+            and not _verified_a(call)
+        ):
+            s = ramp(distinct, NEIGHBOUR_FANOUT)
+            if s:
+                add(("neighbour-spoofing", s))
+        peer = rec.peer if rec is not None else self.peers.get(call.source)
+        if peer is not None:
+            _outcome_signals(
+                peer, now, PEER_MIN_ENDED, PEER_MIN_FINALS, "peer-short-calls", "peer-low-asr", add
+            )
+        self._attestation(call, listed, add)
+        return self._total(fired)
+
+    def assess_number(self, caller: str, key: int | None, now: float) -> Assessment:
+        """The part of a score that belongs to the number alone (lists,
+        complaints, its traffic): what `explain` shows."""
+        fired: list[tuple[str, float]] = []
+        self._number_signals(caller, key, now, fired.append)
+        return self._total(fired)
+
+    def _number_signals(
+        self, caller: str | None, key: int | None, now: float, add: _Add
+    ) -> tuple[bool, float]:
+        """Signals of the caller number. Returns (a list hit, distinct callees)."""
+        listed = self._list_signals(caller, key, now, add)
+        distinct = 0.0
+        if key is not None:
+            t = self.callers.get(key)
+            if t is not None:
+                distinct = self._caller_signals(t, now, add)
+            rng = self.ranges.get(key // 1000)
+            if rng is not None:
+                self._range_signal(rng, now, add)
+        return listed, distinct
+
+    def _list_signals(self, caller: str | None, key: int | None, now: float, add: _Add) -> bool:
+        """Lists, complaints and invalid numbers. True on any hit."""
+        listed = False
+        art = self.slot.current
+        if art is not None and key is not None:
+            entry = art.lookup(key)
+            if entry is not None:
+                flags = entry.flags
+                if flags & _LIST_FLAGS:
+                    add(("blocklist", 1.0))
+                    listed = True
+                if flags & Flag.DNO:
+                    add(("dno-spoofed", 1.0))
+                    listed = True
+                if flags & Flag.FTC:
+                    strength = self._complaint_strength(entry, now)
+                    add(("complaints", strength))
+                    listed = True
+        if caller is not None and invalid_caller(caller, key):
+            add(("invalid-number", 1.0))
+            listed = True
+        return listed
+
+    def _complaint_strength(self, entry: Entry, now: float) -> float:
+        """Complaints decay with a half-life from the last one; a complaint
+        about a recording counts half again."""
+        last = entry.last_seen
+        age = max(0.0, (now + self.wall_offset) / 86400 - last) if last is not None else 0.0
+        weight = entry.complaints * (1.5 if entry.flags & Flag.ROBOCALL else 1.0)
+        decayed: float = weight * 0.5 ** (age / self.half_life)
+        return min(1.0, decayed / COMPLAINTS_FULL)
+
+    def _caller_signals(self, t: Traffic, now: float, add: _Add) -> float:
+        per_s, per_m, per_h = t.calls(now)
+        rate = max(
+            ramp(per_s, RATE_RAMPS[0]), ramp(per_m, RATE_RAMPS[1]), ramp(per_h, RATE_RAMPS[2])
+        )
+        if rate:
+            add(("call-rate", rate))
+        distinct = t.distinct(now)
+        fan = ramp(distinct, FANOUT_RAMP)
+        if fan:
+            add(("fan-out", fan))
+        if per_h >= SEQUENTIAL_MIN_CALLS:
+            seq = ramp(t.sequential(now) / per_h, SEQUENTIAL_SHARE)
+            if seq:
+                add(("sequential", seq))
+        _outcome_signals(t, now, MIN_ENDED, MIN_FINALS, "short-calls", "low-asr", add)
+        return distinct
+
+    def _range_signal(self, t: Traffic, now: float, add: _Add) -> None:
+        callers = ramp(t.distinct(now), SNOWSHOE_CALLERS)
+        if not callers:
+            return
+        finals, answered, ended, short = t.outcomes(now)
+        bad = 0.0
+        if ended >= RANGE_MIN_ENDED:
+            bad = ramp(short / ended, SHORT_SHARE)
+        if finals >= RANGE_MIN_FINALS:
+            bad = max(bad, ramp(1 - answered / finals, FAIL_SHARE))
+        if bad:
+            add(("snowshoe", callers * bad))
+
+    @staticmethod
+    def _attestation(call: CallFacts, listed: bool, add: _Add) -> None:
+        verstat = call.verstat
+        if verstat == "TN-Validation-Failed":
+            add(("stir-failed", 1.0))
+        elif _verified_a(call):
+            if not listed:  # a passed attestation never outweighs a list hit
+                add(("attestation-a", 1.0))
+        elif call.attest == "B":
+            add(("attestation-b", 1.0))
+        elif call.attest == "C":
+            add(("attestation-c", 1.0))
+        elif verstat != "TN-Validation-Passed":
+            add(("unattested", 1.0))
+
+    def _total(self, fired: list[tuple[str, float]]) -> Assessment:
+        weights, observe = self.weights, self.observe
+        total = 0.0
+        points: list[tuple[str, float]] = []
+        for code, strength in fired:
+            p = weights[code] * strength
+            if p:
+                points.append((code, p))
+                if code not in observe:
+                    total += p
+        points.sort(key=lambda cp: -cp[1])
+        return Assessment(
+            score=max(0, min(100, round(total))),
+            reasons=tuple(c for c, p in points if p > 0 and c not in observe),
+            observed=tuple(c for c, p in points if p > 0 and c in observe),
+            points=tuple(points),
+        )
+
+
+def _verified_a(call: CallFacts) -> bool:
+    return call.verstat == "TN-Validation-Passed" and call.attest == "A"
+
+
+def _outcome_signals(
+    t: Traffic, now: float, min_ended: int, min_finals: int, short_code: str, asr_code: str,
+    add: _Add,
+) -> None:  # fmt: skip
+    finals, answered, ended, short = t.outcomes(now)
+    if ended >= min_ended:
+        s = ramp(short / ended, SHORT_SHARE)
+        if s:
+            add((short_code, s))
+    if finals >= min_finals:
+        s = ramp(1 - answered / finals, FAIL_SHARE)
+        if s:
+            add((asr_code, s))
