@@ -1,5 +1,5 @@
-"""Admin HTTP: /healthz, /readyz, /metrics, authenticated POST actions and
-authenticated GET queries.
+"""Admin HTTP: /healthz, /readyz, /metrics, and routes other parts register
+(authenticated actions and queries, the subscriber API, the public pages).
 
 Deliberately minimal HTTP/1.1 (one request per connection, bounded size and
 time) so the proxy needs no web framework.
@@ -10,19 +10,23 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .routing import SwitchPool
 
 MAX_REQUEST = 8192
-MAX_BODY = 65536  # no endpoint takes a body; tolerate small ones
+MAX_BODY = 65536  # per route unless it asks for more
 READ_TIMEOUT = 5.0
-Response = tuple[int, str, bytes]
 _STATUS = {
     200: "OK",
+    201: "Created",
+    204: "No Content",
+    303: "See Other",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
@@ -31,11 +35,71 @@ _STATUS = {
     408: "Request Timeout",
     409: "Conflict",
     413: "Content Too Large",
+    415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     503: "Service Unavailable",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+    client: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> object:
+        """The body as JSON; raises ValueError with a readable message."""
+        if not self.headers.get("content-type", "").startswith("application/json"):
+            raise ValueError("send the body as application/json")
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"body is not valid JSON: {exc}") from None
+
+    def form(self) -> dict[str, str]:
+        try:
+            text = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("form is not UTF-8") from None
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=100))
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Handler = Callable[[Request], Awaitable[Response]]
 Action = Callable[[], Awaitable[tuple[int, dict[str, object]]]]
 Query = Callable[[str], tuple[int, dict[str, object]]]  # the path after its prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    auth: bool
+    max_body: int
+
+
+def json_response(status: int, payload: object) -> Response:
+    return Response(status, "application/json", json.dumps(payload).encode() + b"\n")
+
+
+def error(status: int, message: str, field: str | None = None) -> Response:
+    payload: dict[str, object] = {"error": message}
+    if field is not None:
+        payload["field"] = field
+    return json_response(status, payload)
 
 
 class AdminApi:
@@ -55,73 +119,116 @@ class AdminApi:
         self.started = started
         self.token = token
         self.status = status
-        self.actions = actions or {}
-        self.queries = queries or {}
+        self.routes: list[Route] = []
+        self.add_route("GET", "/healthz", self._health, auth=False)
+        self.add_route("GET", "/readyz", self._ready, auth=False)
+        self.add_route("GET", "/metrics", self._metrics, auth=False)
+        for path, action in (actions or {}).items():
+            self.add_route("POST", path, _action_handler(action))
+        for prefix, query in (queries or {}).items():
+            self.add_route("GET", prefix + "{rest:.+}", _query_handler(query))
 
-    async def handle(self, method: str, path: str, headers: dict[str, str]) -> Response:
-        path = path.split("?", 1)[0]
-        if path in self.actions:
-            return await self._action(method, path, headers)
-        for prefix, query in self.queries.items():
-            if path.startswith(prefix):
-                if method not in ("GET", "HEAD"):
-                    return _json(405, {"error": f"{method} is not allowed; use GET"})
-                denied = self._denied(headers)
-                if denied is not None:
-                    return denied
-                return _json(*query(unquote(path[len(prefix) :])))
-        routes = {"/healthz": self._health, "/readyz": self._ready, "/metrics": self._metrics}
-        handler = routes.get(path)
-        if handler is None:
-            known = sorted([*routes, *self.actions, *(f"{q}..." for q in self.queries)])
-            return _json(404, {"error": f"no such endpoint {path!r}", "endpoints": known})
-        if method not in ("GET", "HEAD"):
-            return _json(405, {"error": f"{method} is not allowed; use GET"})
-        return handler()
+    def add_route(
+        self, method: str, template: str, handler: Handler, *, auth: bool = True,
+        max_body: int = MAX_BODY,
+    ) -> None:  # fmt: skip
+        """``template`` is a path with ``{name}`` (one segment) or
+        ``{name:regex}`` parameters."""
+        regex = re.sub(
+            r"\{(\w+)(?::([^}]+))?\}",
+            lambda m: f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})",
+            template,
+        )
+        self.routes.append(Route(method, re.compile(regex), handler, auth, max_body))
 
-    async def _action(self, method: str, path: str, headers: dict[str, str]) -> Response:
-        if method != "POST":
-            return _json(405, {"error": f"{method} is not allowed; use POST"})
-        denied = self._denied(headers)
-        if denied is not None:
-            return denied
-        status, payload = await self.actions[path]()
-        return _json(status, payload)
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
+        allowed: list[str] = []
+        for route in self.routes:
+            m = route.pattern.fullmatch(path)
+            if m is None:
+                continue
+            if route.method == method or (route.method == "GET" and method == "HEAD"):
+                return route, {k: unquote(v) for k, v in m.groupdict().items()}, allowed
+            allowed.append(route.method)
+        return None, {}, allowed
+
+    async def handle(self, method: str, target: str, headers: dict[str, str]) -> Response:
+        """A request without a body (kept for callers that have no body)."""
+        return await self.dispatch(method, target, headers, lambda _n: _no_body())
+
+    async def dispatch(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        read_body: Callable[[int], Awaitable[bytes]],
+        client: str = "",
+    ) -> Response:
+        path, _, query = target.partition("?")
+        route, params, allowed = self._match(method, path)
+        limit = route.max_body if route is not None else MAX_BODY
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > limit:
+            return error(413, f"body over {limit} bytes")
+        body = await read_body(int(length))
+        if route is None:
+            if allowed:
+                return error(405, f"{method} is not allowed; use {' or '.join(sorted(allowed))}")
+            return error(404, f"no such endpoint {path!r}")
+        if route.auth:
+            denied = self._denied(headers)
+            if denied is not None:
+                return denied
+        try:
+            query_args = dict(parse_qsl(query, keep_blank_values=True, max_num_fields=50))
+        except ValueError:
+            return error(400, "too many query parameters")
+        request = Request(method, path, query_args, headers, body, client, params)
+        return await route.handler(request)
 
     def _denied(self, headers: dict[str, str]) -> Response | None:
         if not self.token:
-            return _json(403, {"error": "set [admin] token to enable this endpoint"})
+            return error(
+                403, "set [admin] token (or ROBOCALL_SHIELD_TOKEN) to enable this endpoint"
+            )
         scheme, _, given = headers.get("authorization", "").partition(" ")
         # the scheme is case-insensitive (RFC 7235); the token is compared in constant time
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), self.token.encode()
         ):
-            return _json(401, {"error": "missing or wrong bearer token"})
+            return error(401, "missing or wrong bearer token")
         return None
 
     def _switches(self) -> dict[str, bool]:
         return {s.cfg.name: s.up for s in self.pool.states}
 
-    def _health(self) -> Response:
-        return _json(200, {"status": "ok", "switches": self._switches(), **self.status()})
+    async def _health(self, _: Request) -> Response:
+        return json_response(200, {"status": "ok", "switches": self._switches(), **self.status()})
 
-    def _ready(self) -> Response:
+    async def _ready(self, _: Request) -> Response:
         ready = self.started() and any(s.up for s in self.pool.states)
-        return _json(200 if ready else 503, {"ready": ready, "switches": self._switches()})
+        return json_response(200 if ready else 503, {"ready": ready, "switches": self._switches()})
 
-    def _metrics(self) -> Response:
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+    async def _metrics(self, _: Request) -> Response:
+        return Response(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
 
     async def serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         method = "GET"
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) else ""
+
+        async def read_body(n: int) -> bytes:
+            # read what the client sent, so closing does not reset the connection
+            return await asyncio.wait_for(reader.readexactly(n), READ_TIMEOUT) if n else b""
+
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
             lines = head.decode("latin-1").split("\r\n")
             parts = lines[0].split(" ")
             if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-                status, ctype, body = _json(400, {"error": "malformed request line"})
+                resp = error(400, "malformed request line")
             else:
                 method = parts[0]
                 headers = {}
@@ -129,26 +236,22 @@ class AdminApi:
                     name, sep, value = line.partition(":")
                     if sep:
                         headers[name.strip().lower()] = value.strip()
-                length = headers.get("content-length", "0")
-                if not length.isdigit() or int(length) > MAX_BODY:
-                    status, ctype, body = _json(413, {"error": f"body over {MAX_BODY} bytes"})
-                else:
-                    # read what the client sent, so closing does not reset the connection
-                    await asyncio.wait_for(reader.readexactly(int(length)), READ_TIMEOUT)
-                    status, ctype, body = await self.handle(method, parts[1], headers)
+                resp = await self.dispatch(method, parts[1], headers, read_body, client)
         except asyncio.LimitOverrunError:
-            status, ctype, body = _json(400, {"error": "request head too large"})
+            resp = error(400, "request head too large")
         except (TimeoutError, asyncio.IncompleteReadError):
-            status, ctype, body = _json(408, {"error": "incomplete request"})
+            resp = error(408, "incomplete request")
         except OSError:  # the client went away
             writer.close()
             return
+        extra = "".join(f"{k}: {v}\r\n" for k, v in resp.headers)
         writer.write(
-            f"HTTP/1.1 {status} {_STATUS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            f"HTTP/1.1 {resp.status} {_STATUS.get(resp.status, 'Error')}\r\n"
+            f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\n"
+            f"{extra}Connection: close\r\n\r\n".encode()
         )
         if method != "HEAD":
-            writer.write(body)
+            writer.write(resp.body)
         try:
             await writer.drain()
         except OSError:
@@ -160,5 +263,19 @@ class AdminApi:
         return await asyncio.start_server(self.serve_client, host, port, limit=MAX_REQUEST)
 
 
-def _json(status: int, payload: object) -> Response:
-    return status, "application/json", json.dumps(payload).encode() + b"\n"
+async def _no_body() -> bytes:
+    return b""
+
+
+def _action_handler(action: Action) -> Handler:
+    async def handler(_: Request) -> Response:
+        return json_response(*await action())
+
+    return handler
+
+
+def _query_handler(query: Query) -> Handler:
+    async def handler(req: Request) -> Response:
+        return json_response(*query(req.params["rest"]))
+
+    return handler

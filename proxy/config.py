@@ -22,6 +22,7 @@ from .sip.numbers import e164_key
 PLACEHOLDER_REDRESS_URL = "https://redress.example.net/robocall-shield"
 CHECK_NAMES = (
     "emergency",
+    "subscriber",
     "static_allow",
     "static_label",
     "static_block",

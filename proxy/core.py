@@ -244,6 +244,9 @@ class StatelessProxy:
             action = result.verdict.action
             events.append(Screened(call, result, action))
             if action is Action.BLOCK:
+                status = result.verdict.sip_status
+                if status != 603:
+                    return events + reply(status, _REASONS.get(status, "Rejected"))
                 return events + reply(603, "Network Blocked", (("Reason", self.reason_603),))
             if action is Action.LABEL:
                 label = result.verdict
@@ -461,6 +464,8 @@ _REASONS = {
     413: "Request Entity Too Large",
     416: "Unsupported URI Scheme",
     420: "Bad Extension",
+    433: "Anonymity Disallowed",
     483: "Too Many Hops",
     505: "Version Not Supported",
+    607: "Unwanted",
 }

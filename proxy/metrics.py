@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .events import Dropped, Event, Forwarded, Malformed, PingAnswered, Replied, Screened, Send
+from .reputation import ReputationEngine
 from .routing import SwitchPool, SwitchState
 
 
@@ -51,6 +52,30 @@ class Metrics:
         self.decided_by = Counter(
             "rs_screening_decided", "Which check decided the verdict", ["check"], registry=r
         )
+        self.reasons = Counter(
+            "rs_screening_reasons",
+            "Reason codes of verdicts acted upon (one call can carry several)",
+            ["action", "reason"],
+            registry=r,
+        )
+        self.scores = Histogram(
+            "rs_screening_score",
+            "Score of each screened call (0-100)",
+            buckets=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+            registry=r,
+        )
+        self.reputation_tracked = Gauge(
+            "rs_reputation_tracked",
+            "Entries held by the reputation engine, by table (bounded by [reputation] max_*)",
+            ["table"],
+            registry=r,
+        )
+        self.reputation_evicted = Gauge(
+            "rs_reputation_evicted",
+            "Entries evicted as least recently seen since start, by table",
+            ["table"],
+            registry=r,
+        )
         self.pings = Counter(
             "rs_switch_ping_responses", "OPTIONS health-check responses", ["switch"], registry=r
         )
@@ -60,6 +85,31 @@ class Metrics:
         )
         for state in pool.states:
             self.switch_up.labels(state.cfg.name).set_function(_up_reader(state))
+
+    def watch_reputation(self, engine: Callable[[], ReputationEngine | None]) -> None:
+        """Gauges read at scrape time; ``engine`` is asked each time since a
+        reload can replace or remove the engine."""
+
+        def size(table: str) -> Callable[[], float]:
+            def read() -> float:
+                e = engine()
+                if e is None:
+                    return 0.0
+                return float(len(e.calls) if table == "calls" else len(getattr(e, table)))
+
+            return read
+
+        def evicted(table: str) -> Callable[[], float]:
+            def read() -> float:
+                e = engine()
+                return float(getattr(e, table).evicted) if e is not None else 0.0
+
+            return read
+
+        for table in ("callers", "ranges", "peers", "calls"):
+            self.reputation_tracked.labels(table).set_function(size(table))
+        for table in ("callers", "ranges", "peers"):
+            self.reputation_evicted.labels(table).set_function(evicted(table))
 
     def _inc(self, metric: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:
         """``metric.labels(...).inc()`` with the child cached: labels() costs
@@ -84,8 +134,12 @@ class Metrics:
             elif isinstance(ev, Dropped):
                 inc(self.dropped, (ev.reason,))
             elif isinstance(ev, Screened):
-                inc(self.verdicts, (ev.action.value, method_label(ev.call.method)))
+                action = ev.action.value
+                inc(self.verdicts, (action, method_label(ev.call.method)))
                 result = ev.screening
+                for reason in result.verdict.reasons:
+                    inc(self.reasons, (action, reason))
+                self.scores.observe(result.verdict.score)
                 if result.decided_by:
                     inc(self.decided_by, (result.decided_by,))
                 for name, verdict in result.observed:

@@ -51,6 +51,7 @@ class Worker:
             self.reputation,
         )
         self.metrics = Metrics(self.pool)
+        self.metrics.watch_reputation(lambda: self.reputation)
         self.lists = BlocklistLoader(cfg.blocklists, self.slot, self.metrics.registry)
         try:
             self.verdicts = VerdictLog(cfg.log.verdict_log)

@@ -15,7 +15,8 @@ from .list_checks import (
     PrefixRuleCheck,
 )
 from .pipeline import Check, Pipeline, Screening, Stage
-from .reputation_check import PolicyLookup, ReputationCheck
+from .reputation_check import ReputationCheck
+from .subscriber_check import SubscriberCheck
 from .verdict import CLEAN, Action, Mode, Verdict
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ReputationCheck",
     "Screening",
     "Stage",
+    "SubscriberCheck",
     "Verdict",
     "build_pipeline",
 ]
@@ -39,10 +41,11 @@ def build_pipeline(
     slot: ArtefactSlot | None = None,
     lists: BlocklistConfig | None = None,
     reputation: ReputationEngine | None = None,
-    policy_for: PolicyLookup | None = None,
+    subscribers: SubscriberCheck | None = None,
 ) -> Pipeline:
-    """The chain, in order: emergency, allow lists, blocks, labels, then the
-    reputation score. Without a reputation engine an FTC complaint labels."""
+    """The chain, in order: emergency, the subscriber's own lists, allow
+    lists, blocks, labels, then the reputation score, acted on per the
+    subscriber's policy. Without a reputation engine an FTC complaint labels."""
     slot = slot or ArtefactSlot()
     lists = lists or BlocklistConfig()
     ftc_action = lists.ftc_action
@@ -50,6 +53,7 @@ def build_pipeline(
         ftc_action = "label"
     checks: list[Check] = [
         EmergencyCheck(cfg.emergency_numbers, cfg.psap_numbers | cfg.government_numbers),
+        *([subscribers] if subscribers is not None else []),
         NumberListCheck("static_allow", cfg.allow, Verdict(Action.PASS, 0, ("allowlist",))),
         BlocklistAllowCheck(slot),
         NumberListCheck("static_block", cfg.block, Verdict(Action.BLOCK, 100, ("blocklist",))),
@@ -60,5 +64,6 @@ def build_pipeline(
         NumberListCheck("static_label", cfg.label, Verdict(Action.LABEL, 70, ("labellist",))),
     ]
     if reputation is not None:
+        policy_for = subscribers.policy_for if subscribers is not None else None
         checks.append(ReputationCheck(reputation, policy_for))
     return Pipeline([Stage(c, Mode(cfg.modes[c.name])) for c in checks])

@@ -23,6 +23,9 @@ class Verdict:
     score: int
     reasons: tuple[str, ...]
     observed: tuple[str, ...] = ()  # reasons computed in observe mode: logged, not scored
+    # a BLOCK's answer: 603+ for analytics and network blocks (ATIS-1000099),
+    # 607 Unwanted for a subscriber's own block (RFC 8197), 433 for anonymity
+    sip_status: int = 603
 
 
 CLEAN = Verdict(Action.PASS, 0, ())
