@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from .reputation.settings import ReputationConfig, parse_reputation
 from .sip.grammar import is_token
 from .sip.limits import Limits
 from .sip.numbers import e164_key
+from .subscribers.settings import SubscriberConfig, parse_subscribers
 
 PLACEHOLDER_REDRESS_URL = "https://redress.example.net/robocall-shield"
 CHECK_NAMES = (
@@ -75,7 +76,9 @@ class AdminConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str = ""  # bearer token for POST endpoints; empty disables them
+    # bearer token for the API (or ROBOCALL_SHIELD_TOKEN); without one the
+    # authenticated endpoints are off and the server stays on loopback
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,12 @@ class Config:
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     blocklists: BlocklistConfig = field(default_factory=BlocklistConfig)
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    subscribers: SubscriberConfig = field(default_factory=SubscriberConfig)
+
+    @property
+    def public_url(self) -> str:
+        """Where this server's pages are reached from outside."""
+        return self.subscribers.public_url or f"http://{self.admin.host}:{self.admin.port}"
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -155,8 +164,12 @@ def parse_config(data: dict[str, Any]) -> Config:
         screening=_screening(root.sub("screening")),
         blocklists=_blocklists(root.sub("blocklists")),
         reputation=parse_reputation(root.sub("reputation")),
+        subscribers=parse_subscribers(root.sub("subscribers")),
     )
     root.done()
+    if cfg.redress.url == PLACEHOLDER_REDRESS_URL and cfg.subscribers.enabled and cfg.admin.enabled:
+        # the 603+ points blocked callers at this server's own redress page
+        cfg = replace(cfg, redress=replace(cfg.redress, url=f"{cfg.public_url}/redress"))
     family = ipaddress.ip_address(sip.host).version
     for i, sw in enumerate(cfg.switches):
         if ipaddress.ip_address(sw.host).version != family:
@@ -285,9 +298,8 @@ def _log(t: Table) -> LogConfig:
 
 
 def _redress(t: Table) -> RedressConfig:
-    explicit = bool(t.data)
     cfg = RedressConfig(
-        url=t.string("url", "" if explicit else PLACEHOLDER_REDRESS_URL),
+        url=t.string("url", PLACEHOLDER_REDRESS_URL),
         tel=t.string("tel", ""),
         email=t.string("email", ""),
     )

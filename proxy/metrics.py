@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -9,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .events import Dropped, Event, Forwarded, Malformed, PingAnswered, Replied, Screened, Send
 from .reputation import ReputationEngine
 from .routing import SwitchPool, SwitchState
+from .subscribers.service import SubscriberService
 
 
 class Metrics:
@@ -110,6 +112,28 @@ class Metrics:
             self.reputation_tracked.labels(table).set_function(size(table))
         for table in ("callers", "ranges", "peers"):
             self.reputation_evicted.labels(table).set_function(evicted(table))
+
+    def watch_subscribers(self, service: SubscriberService) -> None:
+        subscribers = Gauge(
+            "rs_subscribers",
+            "Subscribers by blocking policy (not-opted-in: known, service off)",
+            ["policy"],
+            registry=self.registry,
+        )
+
+        def count(policy: str) -> Callable[[], float]:
+            return lambda: float(service.counts.get(policy, 0))
+
+        for policy in service.by_policy():
+            subscribers.labels(policy).set_function(count(policy))
+        Gauge(
+            "rs_disputes_open", "Redress disputes waiting for an answer", registry=self.registry
+        ).set_function(lambda: len(service.open))
+        Gauge(
+            "rs_disputes_oldest_open_age_seconds",
+            "Age of the oldest open dispute (answer within 24 hours)",
+            registry=self.registry,
+        ).set_function(lambda: time.time() - min(service.open.values()) if service.open else 0.0)
 
     def _inc(self, metric: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:
         """``metric.labels(...).inc()`` with the child cached: labels() costs

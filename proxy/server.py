@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
 import secrets
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from blocklists.slot import ArtefactSlot
@@ -25,12 +29,18 @@ from .metrics import Metrics
 from .reputation import ReputationEngine
 from .reputation.explain import explain_number
 from .routing import SwitchPool
-from .screening import build_pipeline
+from .screening import Pipeline, SubscriberCheck, build_pipeline
+from .subscribers.api import SubscriberApi
+from .subscribers.links import LinkSigner
+from .subscribers.pages import Pages
+from .subscribers.service import SubscriberService
 from .transport.tcp import TcpEdge
 from .transport.udp import UdpEdge
 from .verdict_log import VerdictLog
 
 log = logging.getLogger("robocall_shield")
+TOKEN_ENV = "ROBOCALL_SHIELD_TOKEN"
+LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
 
 
 class StartupError(Exception):
@@ -43,15 +53,24 @@ class Worker:
         self.pool = SwitchPool(cfg.switches, cfg.routing)
         self.slot = ArtefactSlot()
         self.reputation = self._new_reputation(cfg) if cfg.reputation.enabled else None
+        self.subscribers: SubscriberService | None = None
+        self.subscriber_check: SubscriberCheck | None = None
+        if cfg.subscribers.enabled:
+            path = Path(cfg.subscribers.data_dir) / "subscribers.sqlite3"
+            try:
+                self.subscribers = SubscriberService(path)
+            except (OSError, sqlite3.Error) as exc:
+                raise StartupError(f"cannot open the subscriber store {path}: {exc}") from None
+            self.subscriber_check = SubscriberCheck(
+                self.subscribers.index, self.subscribers.global_allow
+            )
         self.core = StatelessProxy(
-            cfg,
-            build_pipeline(cfg.screening, self.slot, cfg.blocklists, self.reputation),
-            self.pool,
-            secrets.token_hex(4),
-            self.reputation,
+            cfg, self._pipeline(cfg), self.pool, secrets.token_hex(4), self.reputation
         )
         self.metrics = Metrics(self.pool)
         self.metrics.watch_reputation(lambda: self.reputation)
+        if self.subscribers is not None:
+            self.metrics.watch_subscribers(self.subscribers)
         self.lists = BlocklistLoader(cfg.blocklists, self.slot, self.metrics.registry)
         try:
             self.verdicts = VerdictLog(cfg.log.verdict_log)
@@ -95,15 +114,27 @@ class Worker:
             await self.lists.reload("start-up")  # a failure is logged; calls still flow
             self._tasks.append(loop.create_task(self.lists.watch()))
         if self.cfg.admin.enabled:
+            admin = self.cfg.admin
+            token = admin.token or os.environ.get(TOKEN_ENV, "")
+            if not token and not ipaddress.ip_address(admin.host).is_loopback:
+                raise StartupError(
+                    f"the admin API listens on {admin.host} without a token: set [admin] token "
+                    f"or {TOKEN_ENV}, or keep it on loopback"
+                )
             api = AdminApi(
                 self.pool,
                 self.metrics.registry,
                 lambda: self._started,
-                token=self.cfg.admin.token,
+                token=token,
                 status=lambda: {"blocklists": self.lists.status()},
                 actions={"/admin/blocklists/reload": self._admin_reload_lists},
                 queries={"/admin/reputation/": self._admin_explain},
             )
+            if self.subscribers is not None:
+                links = LinkSigner(_link_secret(self.cfg), self.cfg.public_url,
+                                   self.cfg.subscribers.link_ttl)  # fmt: skip
+                SubscriberApi(self.subscribers, links).register(api)
+                Pages(self.subscribers, links, self.cfg.subscribers.disputes_per_hour).register(api)
             await self._listen(
                 "admin http",
                 api.start(self.cfg.admin.host, self.cfg.admin.port),
@@ -118,6 +149,12 @@ class Worker:
             log.warning(
                 "record_route is off: BYEs bypass the proxy, so reputation cannot see call "
                 "durations (short-calls, snowshoe and peer-short-calls stay silent)"
+            )
+        if self.cfg.redress.url.startswith(("http://127.", "http://[::1]")):
+            log.warning(
+                "the redress page %s is on loopback: set [subscribers] public_url to where "
+                "blocked callers can reach it",
+                self.cfg.redress.url,
             )
         if self.cfg.redress.url == PLACEHOLDER_REDRESS_URL:
             log.warning(
@@ -167,6 +204,11 @@ class Worker:
             "detail": result.detail,
         }
 
+    def _pipeline(self, cfg: Config) -> Pipeline:
+        return build_pipeline(
+            cfg.screening, self.slot, cfg.blocklists, self.reputation, self.subscriber_check
+        )
+
     def _new_reputation(self, cfg: Config) -> ReputationEngine:
         engine = ReputationEngine(cfg.reputation, self.slot)
         engine.wall_offset = time.time() - time.monotonic()  # the edges pass monotonic time
@@ -184,7 +226,7 @@ class Worker:
         that were not applied."""
         needs_restart = [
             name
-            for name in ("sip", "switches", "routing", "admin", "log", "blocklists")
+            for name in ("sip", "switches", "routing", "admin", "log", "blocklists", "subscribers")
             if getattr(new, name) != getattr(self.cfg, name)
         ]
         if not new.reputation.enabled:
@@ -194,12 +236,10 @@ class Worker:
         else:
             self.reputation.configure(new.reputation)
         self.core.reputation = self.reputation
-        self.core.apply_policy(
-            replace(
-                self.cfg, screening=new.screening, redress=new.redress, reputation=new.reputation
-            ),
-            build_pipeline(new.screening, self.slot, self.cfg.blocklists, self.reputation),
+        applied = replace(
+            self.cfg, screening=new.screening, redress=new.redress, reputation=new.reputation
         )
+        self.core.apply_policy(applied, self._pipeline(applied))
         self.cfg = self.core.cfg
         return needs_restart
 
@@ -229,6 +269,8 @@ class Worker:
             self.tcp.close()
         self.lists.close()
         self.verdicts.close()
+        if self.subscribers is not None:
+            self.subscribers.close()
 
 
 async def serve(cfg: Config, config_path: str | None = None) -> None:
@@ -278,3 +320,14 @@ def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
     got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
     level = logging.INFO if got >= size else logging.WARNING
     log.log(level, "UDP receive buffer %d bytes (asked %d)", got, size)
+
+
+def _link_secret(cfg: Config) -> bytes:
+    secret = cfg.subscribers.link_secret or os.environ.get(LINK_SECRET_ENV, "")
+    if secret:
+        return secret.encode()
+    log.warning(
+        "no [subscribers] link_secret or %s: self-service links stop working at restart",
+        LINK_SECRET_ENV,
+    )
+    return secrets.token_bytes(32)

@@ -16,6 +16,13 @@ from proxy.screening import build_pipeline
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(autouse=True)
+def _private_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own directory, so a Worker's default data
+    directory (the subscriber store under ./var) never lands in the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 def shared_dir(name: str) -> Path:
     path = SHARED / name
     if not path.is_dir():

@@ -71,7 +71,7 @@ def test_serve_reload_and_stop(tmp_path: Path) -> None:
     write_config(cfg, sip, admin, switch.getsockname()[1], "")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)],
-        cwd=ROOT,
+        cwd=tmp_path,  # the subscriber store goes to ./var
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

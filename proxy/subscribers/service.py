@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .disputes import DisputeStore
 from .model import (
     LISTS,
     MAX_LIST_ENTRIES,
@@ -37,19 +38,37 @@ class SubscriberService:
         self.path = path
         self.db = connect(path)
         self.store = SubscriberStore(self.db)
+        self.disputes = DisputeStore(self.db)
         self.index: dict[int, Subscriber] = self.store.load_all()
+        self.counts = Counter(_bucket(s) for s in self.index.values())  # kept per write
+        # callers allowed for everyone after a dispute: read by the screening check
+        self.global_allow: set[int] = self.disputes.global_allow()
+        # filing time per open dispute, for the metrics (never a query per scrape)
+        self.open: dict[int, float] = {
+            int(str(d["id"])): float(str(d["filed_at"])) for d in self.disputes.list("open", 10**9)
+        }
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="subscriber-store")
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking store call on the store's own thread."""
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    _run = run
 
     def get(self, number: int) -> Subscriber | None:
         return self.index.get(number)
 
     async def put(self, new: Subscriber, actor: str) -> Subscriber | None:
         old = await self._run(self.store.put, new, actor, time.time())
-        self.index[new.number] = new
+        self._set(new)
         return old
+
+    def _set(self, new: Subscriber) -> None:
+        old = self.index.get(new.number)
+        if old is not None:
+            self.counts[_bucket(old)] -= 1
+        self.index[new.number] = new
+        self.counts[_bucket(new)] += 1
 
     async def update(self, number: int, changes: dict[str, Any], actor: str) -> Subscriber:
         """Apply validated field changes to an existing subscriber."""
@@ -62,7 +81,9 @@ class SubscriberService:
 
     async def delete(self, number: int, actor: str) -> Subscriber | None:
         old = await self._run(self.store.delete, number, actor, time.time())
-        self.index.pop(number, None)
+        gone = self.index.pop(number, None)
+        if gone is not None:
+            self.counts[_bucket(gone)] -= 1
         return old
 
     async def audit(self, number: int) -> list[dict[str, object]]:
@@ -72,8 +93,46 @@ class SubscriberService:
         subs = parse_csv(text)
         created, updated = await self._run(self.store.put_many, subs, actor, time.time())
         for sub in subs:
-            self.index[sub.number] = sub
+            self._set(sub)
         return created, updated
+
+    async def file_dispute(
+        self, number: int, contact: str, description: str, source: str, now: float
+    ) -> int:
+        dispute_id = await self.run(self.disputes.file, number, contact, description, source, now)
+        self.open[dispute_id] = now
+        return dispute_id
+
+    async def resolve_dispute(
+        self, dispute_id: int, decision: str, subscriber: int | None, note: str, actor: str
+    ) -> dict[str, object] | None:
+        """Allow (globally, or on one subscriber's allow list) or reject."""
+        now = time.time()
+        if decision == "reject":
+            rejected = await self.run(
+                self.disputes.resolve, dispute_id, "rejected", None, note, actor, now
+            )
+            if rejected is not None:
+                self.open.pop(dispute_id, None)
+            return rejected
+        scope = "global" if subscriber is None else f"+{subscriber}"
+        item = await self.run(self.disputes.get, dispute_id)
+        if item is None or item["status"] != "open":
+            return None
+        caller = parse_number(str(item["number"]))
+        if subscriber is not None:
+            current = self.index.get(subscriber) or Subscriber(subscriber)
+            if not current.allow.matches(caller):
+                entries = [*current.allow.entries(), f"+{caller}"]
+                await self.put(replace(current, allow=build_list(entries)), actor)
+        result = await self.run(
+            self.disputes.resolve, dispute_id, "allowed", scope, note, actor, now
+        )
+        if result is not None:
+            self.open.pop(dispute_id, None)
+            if subscriber is None:
+                self.global_allow.add(caller)
+        return result
 
     def export_csv(self) -> str:
         out = io.StringIO()
@@ -95,12 +154,15 @@ class SubscriberService:
 
     def by_policy(self) -> dict[str, int]:
         """Opted-in subscribers per policy, and those not opted in."""
-        counts = Counter(s.policy if s.opted_in else "not-opted-in" for s in self.index.values())
-        return {p: counts.get(p, 0) for p in (*POLICIES, "not-opted-in")}
+        return {p: self.counts.get(p, 0) for p in (*POLICIES, "not-opted-in")}
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
         self.db.close()
+
+
+def _bucket(s: Subscriber) -> str:
+    return s.policy if s.opted_in else "not-opted-in"
 
 
 def apply_changes(current: Subscriber, changes: dict[str, Any]) -> Subscriber:
