@@ -18,12 +18,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/robocall-shield serve $(if $(CONFIG),--config $(CONFIG))
 
-## system-deps: Debian packages the tests need (SIPp from sip-tester)
+## system-deps: Debian packages the tests need: SIPp (sip-tester), and headless
+## Chromium with its WebDriver for the browser tests of the web pages
+SYSTEM_DEPS := sipp:sip-tester chromium:chromium chromedriver:chromium-driver
 system-deps:
-	@command -v sipp >/dev/null 2>&1 || { \
-	  echo "installing sip-tester (SIPp)"; \
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+	  command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq sip-tester >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 
 ## lint: ruff and mypy --strict on the packages
 lint: $(STAMP)
@@ -43,6 +48,7 @@ bench: $(STAMP) system-deps
 	$(PY) loadtest/bench_core.py
 	$(PY) loadtest/load_sipp.py
 	$(PY) loadtest/bench_blocklists.py
+	$(PY) loadtest/bench_subscribers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

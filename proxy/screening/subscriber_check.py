@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 
 from ..sip.identity import CallFacts
-from ..subscribers.model import Subscriber
+from ..subscribers.model import Profile
 from .verdict import Action, Verdict
 
 PERSONAL_ALLOW = Verdict(Action.PASS, 0, ("personal-allowlist",))
@@ -23,7 +23,7 @@ class SubscriberCheck:
     name = "subscriber"
 
     def __init__(
-        self, index: Mapping[int, Subscriber], global_allow: AbstractSet[int] = frozenset()
+        self, index: Mapping[int, Profile], global_allow: AbstractSet[int] = frozenset()
     ) -> None:
         self.index = index  # the service's dict, updated in place on every write
         self.global_allow = global_allow  # callers allowed for everyone after a dispute

@@ -45,6 +45,35 @@ EMPTY = PersonalList()
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """What screening reads for one callee: the index maps the number to one
+    of these. Profiles without personal lists are interned, so a million
+    subscribers share a handful of objects (memory, and start-up time)."""
+
+    opted_in: bool = False
+    policy: str = "label"
+    reject_anonymous: bool = False
+    allow: PersonalList = EMPTY
+    block: PersonalList = EMPTY
+
+
+_INTERNED: dict[tuple[bool, str, bool], Profile] = {}
+
+
+def profile_of(
+    opted_in: bool, policy: str, reject_anonymous: bool,
+    allow: PersonalList = EMPTY, block: PersonalList = EMPTY,
+) -> Profile:  # fmt: skip
+    if allow is EMPTY and block is EMPTY:
+        key = (opted_in, policy, reject_anonymous)
+        p = _INTERNED.get(key)
+        if p is None:
+            p = _INTERNED[key] = Profile(opted_in, policy, reject_anonymous)
+        return p
+    return Profile(opted_in, policy, reject_anonymous, allow, block)
+
+
+@dataclass(frozen=True, slots=True)
 class Subscriber:
     number: int
     opted_in: bool = False
@@ -52,6 +81,13 @@ class Subscriber:
     reject_anonymous: bool = False
     allow: PersonalList = EMPTY
     block: PersonalList = EMPTY
+
+    @classmethod
+    def of(cls, number: int, p: Profile) -> Subscriber:
+        return cls(number, p.opted_in, p.policy, p.reject_anonymous, p.allow, p.block)
+
+    def profile(self) -> Profile:
+        return profile_of(self.opted_in, self.policy, self.reject_anonymous, self.allow, self.block)
 
     def public(self) -> dict[str, object]:
         return {

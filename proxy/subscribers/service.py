@@ -21,6 +21,7 @@ from .model import (
     MAX_LIST_ENTRIES,
     POLICIES,
     InvalidField,
+    Profile,
     Subscriber,
     build_list,
     parse_entry,
@@ -39,8 +40,8 @@ class SubscriberService:
         self.db = connect(path)
         self.store = SubscriberStore(self.db)
         self.disputes = DisputeStore(self.db)
-        self.index: dict[int, Subscriber] = self.store.load_all()
-        self.counts = Counter(_bucket(s) for s in self.index.values())  # kept per write
+        self.index: dict[int, Profile] = self.store.load_all()
+        self.counts = Counter(_bucket(p) for p in self.index.values())  # kept per write
         # callers allowed for everyone after a dispute: read by the screening check
         self.global_allow: set[int] = self.disputes.global_allow()
         # filing time per open dispute, for the metrics (never a query per scrape)
@@ -56,7 +57,8 @@ class SubscriberService:
     _run = run
 
     def get(self, number: int) -> Subscriber | None:
-        return self.index.get(number)
+        p = self.index.get(number)
+        return Subscriber.of(number, p) if p is not None else None
 
     async def put(self, new: Subscriber, actor: str) -> Subscriber | None:
         old = await self._run(self.store.put, new, actor, time.time())
@@ -67,12 +69,12 @@ class SubscriberService:
         old = self.index.get(new.number)
         if old is not None:
             self.counts[_bucket(old)] -= 1
-        self.index[new.number] = new
-        self.counts[_bucket(new)] += 1
+        p = self.index[new.number] = new.profile()
+        self.counts[_bucket(p)] += 1
 
     async def update(self, number: int, changes: dict[str, Any], actor: str) -> Subscriber:
         """Apply validated field changes to an existing subscriber."""
-        current = self.index.get(number)
+        current = self.get(number)
         if current is None:
             raise KeyError(number)
         new = apply_changes(current, changes)
@@ -121,7 +123,7 @@ class SubscriberService:
             return None
         caller = parse_number(str(item["number"]))
         if subscriber is not None:
-            current = self.index.get(subscriber) or Subscriber(subscriber)
+            current = self.get(subscriber) or Subscriber(subscriber)
             if not current.allow.matches(caller):
                 entries = [*current.allow.entries(), f"+{caller}"]
                 await self.put(replace(current, allow=build_list(entries)), actor)
@@ -142,7 +144,7 @@ class SubscriberService:
             s = self.index[number]
             w.writerow(
                 [
-                    f"+{s.number}",
+                    f"+{number}",
                     str(s.opted_in).lower(),
                     s.policy,
                     str(s.reject_anonymous).lower(),
@@ -161,7 +163,7 @@ class SubscriberService:
         self.db.close()
 
 
-def _bucket(s: Subscriber) -> str:
+def _bucket(s: Profile) -> str:
     return s.policy if s.opted_in else "not-opted-in"
 
 

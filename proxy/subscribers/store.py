@@ -8,10 +8,10 @@ event loop and never per INVITE. Every change writes an audit row per field
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
-from .model import EMPTY, LISTS, PersonalList, Subscriber, build_list
+from .model import EMPTY, LISTS, PersonalList, Profile, Subscriber, build_list, profile_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
@@ -68,26 +68,30 @@ class SubscriberStore:
         self.db = db
         db.executescript(SCHEMA)
 
-    def load_all(self) -> dict[int, Subscriber]:
-        """Every subscriber, for the in-memory index (start-up)."""
+    def load_all(self) -> dict[int, Profile]:
+        """Every subscriber's profile, for the in-memory index (start-up)."""
         lists: dict[tuple[int, str], list[str]] = {}
         for number, name, entry in self.db.execute("SELECT number, list, entry FROM list_entries"):
             lists.setdefault((number, name), []).append(entry)
-        out: dict[int, Subscriber] = {}
         rows = self.db.execute("SELECT number, opted_in, policy, reject_anonymous FROM subscribers")
-        policies: dict[str, str] = {}
+        plain: dict[tuple[int, str, int], Profile] = {}
+        out: dict[int, Profile] = {}
         for number, opted_in, policy, reject in rows:
-            policy = policies.setdefault(policy, policy)  # one string object per policy
-            allow = lists.get((number, "allow"))
-            block = lists.get((number, "block"))
-            out[number] = Subscriber(
-                number,
-                bool(opted_in),
-                policy,
-                bool(reject),
-                build_list(allow) if allow else EMPTY,
-                build_list(block) if block else EMPTY,
-            )
+            if lists and ((number, "allow") in lists or (number, "block") in lists):
+                allow, block = lists.get((number, "allow")), lists.get((number, "block"))
+                out[number] = profile_of(
+                    bool(opted_in),
+                    policy,
+                    bool(reject),
+                    build_list(allow) if allow else EMPTY,
+                    build_list(block) if block else EMPTY,
+                )
+                continue
+            key = (opted_in, policy, reject)
+            p = plain.get(key)
+            if p is None:
+                p = plain[key] = profile_of(bool(opted_in), policy, bool(reject))
+            out[number] = p
         return out
 
     def get(self, number: int) -> Subscriber | None:
@@ -149,9 +153,6 @@ class SubscriberStore:
             {"at": at, "actor": actor, "field": field, "old": old, "new": new}
             for at, actor, field, old, new in rows
         ]
-
-    def export(self) -> Iterator[Subscriber]:
-        yield from sorted(self.load_all().values(), key=lambda s: s.number)
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM subscribers").fetchone()[0])
