@@ -23,7 +23,7 @@ from .traffic import Traffic, TrafficTable
 # What counts as "many": ramps from (no evidence, full evidence). Chosen so
 # that volume alone (a pharmacy's reminders, a school's closure alert) stays
 # below the default label threshold; see README "Reputation".
-RATE_RAMPS = ((2.0, 5.0), (8.0, 30.0), (60.0, 300.0))  # calls per second, minute, hour
+RATE_RAMPS = ((2.0, 5.0), (5.0, 20.0), (60.0, 300.0))  # calls per second, minute, hour
 FANOUT_RAMP = (10.0, 60.0)  # distinct callees per hour
 SEQUENTIAL_GAP = 3  # a callee within 3 of a recent callee is "near-sequential"
 SEQUENTIAL_SHARE = (0.2, 0.5)
@@ -31,7 +31,7 @@ SEQUENTIAL_MIN_CALLS = 4
 PEER_SEQUENTIAL_MIN = 10  # near-sequential calls a peer must carry before one counts
 SHORT_SHARE = (0.3, 0.6)
 FAIL_SHARE = (0.65, 0.85)  # 1 - ASR: 35% answered is normal, 15% is a campaign
-MIN_ENDED, MIN_FINALS = 5, 10  # per caller number
+MIN_ENDED, MIN_FINALS = 5, 20  # per caller number: no verdict on a handful of calls
 PEER_MIN_ENDED, PEER_MIN_FINALS = 30, 50
 RANGE_MIN_ENDED, RANGE_MIN_FINALS = 10, 20
 NEIGHBOUR_FANOUT = (5.0, 20.0)
@@ -169,8 +169,8 @@ class ReputationEngine:
         if (
             rec is not None
             and rec.near
-            and all(c != "sequential" for c, _ in fired)
             and rec.peer.sequential(now) >= PEER_SEQUENTIAL_MIN
+            and self._rotated(key, now)
         ):
             add(("sequential", 1.0))
         callee = call.callee_key
@@ -191,6 +191,14 @@ class ReputationEngine:
             )
         self._attestation(call, listed, add)
         return self._total(fired)
+
+    def _rotated(self, key: int | None, now: float) -> bool:
+        """A caller with too little history of its own to judge (rotated
+        caller IDs): it inherits the trunk's sequential-dialling evidence. A
+        caller with history is judged on its own dialling, so a busy caller
+        sharing a trunk with a sequential campaign is not blamed for it."""
+        t = self.callers.get(key) if key is not None else None
+        return t is None or t.calls(now)[2] < SEQUENTIAL_MIN_CALLS
 
     def assess_number(self, caller: str, key: int | None, now: float) -> Assessment:
         """The part of a score that belongs to the number alone (lists,
