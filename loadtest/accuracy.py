@@ -392,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     sim = generate(args.seed, args.minutes, args.scale)
     generate_s = time.perf_counter() - started
-    cfg = parse_config({})
+    # verstat is written by the carrier's own verification service in front of
+    # the proxy on every trunk here, so it is believed from all of them
+    cfg = parse_config({"reputation": {"verstat_from": ["198.51.100.0/24", "203.0.113.0/24"]}})
     slot = ArtefactSlot()
     with tempfile.TemporaryDirectory(prefix="accuracy-") as tmp:
         slot.current = dno_artefact(sim, Path(tmp))

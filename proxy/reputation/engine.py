@@ -8,6 +8,7 @@ every point of a score can be explained by a reason code.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ SEQUENTIAL_GAP = 3  # a callee within 3 of a recent callee is "near-sequential"
 SEQUENTIAL_SHARE = (0.2, 0.5)
 SEQUENTIAL_MIN_CALLS = 4
 PEER_SEQUENTIAL_MIN = 10  # near-sequential calls a peer must carry before one counts
+PEER_RUN = (2.0, 5.0)  # a trunk-level run of 3 weighs a third; of 5 or more, fully
 SHORT_SHARE = (0.3, 0.6)
 FAIL_SHARE = (0.65, 0.85)  # 1 - ASR: 35% answered is normal, 15% is a campaign
 MIN_ENDED, MIN_FINALS = 5, 20  # per caller number: no verdict on a handful of calls
@@ -41,6 +43,7 @@ CALLER_FAN_BITS, PEER_FAN_BITS, RANGE_FAN_BITS = 256, 4096, 256
 CALLER_RECENT, PEER_RECENT = 4, 16
 _NANP_LO, _NANP_HI = 10_000_000_000, 20_000_000_000
 _LIST_FLAGS = Flag.BLOCK | Flag.LIST
+PASSED, FAILED = "tn-validation-passed", "tn-validation-failed"  # verstat, lower-cased
 _Add = Callable[[tuple[str, float]], None]
 
 
@@ -62,16 +65,16 @@ class Assessment:
 class _Call:
     """A call in progress, to attribute its outcome to the right keys."""
 
-    __slots__ = ("answered_at", "caller", "final", "invite", "near", "peer", "range")
+    __slots__ = ("answered_at", "caller", "final", "invite", "peer", "range", "run")
 
     def __init__(
-        self, invite: bool, caller: Traffic | None, peer: Traffic, rng: Traffic | None, near: bool
+        self, invite: bool, caller: Traffic | None, peer: Traffic, rng: Traffic | None, run: int
     ) -> None:
         self.invite = invite
         self.caller = caller
         self.peer = peer
         self.range = rng
-        self.near = near
+        self.run = run  # the near-sequential run this callee extends on the trunk
         self.final = False
         self.answered_at: float | None = None
 
@@ -83,6 +86,7 @@ class ReputationEngine:
         self.peers = TrafficTable(cfg.max_peers, PEER_FAN_BITS, PEER_RECENT)
         self.ranges = TrafficTable(cfg.max_ranges, RANGE_FAN_BITS, 0)
         self.calls: dict[str, _Call] = {}
+        self.finished: dict[str, None] = {}  # recently finished Call-IDs, insertion-ordered
         # `now` is whatever clock the caller uses (the proxy: monotonic);
         # adding this gives Unix time, which complaint ages are counted in
         self.wall_offset = 0.0
@@ -91,13 +95,21 @@ class ReputationEngine:
     def configure(self, cfg: ReputationConfig) -> None:
         """New weights, modes and thresholds; the traffic state is kept."""
         self.cfg = cfg
-        self.callers.capacity = cfg.max_numbers
-        self.ranges.capacity = cfg.max_ranges
-        self.peers.capacity = cfg.max_peers
+        for table, capacity in (
+            (self.callers, cfg.max_numbers),
+            (self.ranges, cfg.max_ranges),
+            (self.peers, cfg.max_peers),
+        ):
+            table.capacity = capacity
+            table.trim()
+        while len(self.calls) > cfg.max_calls:
+            del self.calls[next(iter(self.calls))]
         self.weights = dict(cfg.weights)
         self.observe = frozenset(c for c, m in cfg.modes.items() if m == "observe")
         self.max_calls = cfg.max_calls
         self.short_s = cfg.short_call_seconds
+        self.verstat_nets = tuple(ipaddress.ip_network(n, strict=False) for n in cfg.verstat_from)
+        self._verstat_trust: dict[str, bool] = {}
         self.half_life = cfg.complaint_half_life_days
 
     # -- what the proxy saw ----------------------------------------------
@@ -105,22 +117,31 @@ class ReputationEngine:
     def record(self, call: CallFacts) -> None:
         """An initial INVITE or MESSAGE; a retransmission is not counted twice."""
         calls = self.calls
-        if call.call_id in calls:
+        if call.call_id in calls or call.call_id in self.finished:
             return
         now = call.received
         callee = call.callee_key
         peer = self.peers.touch(call.source, now)
-        near = peer.call(now, callee, callee, SEQUENTIAL_GAP)
+        run = peer.call(now, callee, callee, SEQUENTIAL_GAP)
         caller = rng = None
         key = call.caller_key
         if key is not None:
             caller = self.callers.touch(key, now)
-            near = caller.call(now, callee, callee, SEQUENTIAL_GAP) or near
+            caller.call(now, callee, callee, SEQUENTIAL_GAP)
             rng = self.ranges.touch(key // 1000, now)
             rng.call(now, key, None, 0)
-        calls[call.call_id] = _Call(call.method == "INVITE", caller, peer, rng, near)
-        if len(calls) > self.max_calls:
+        calls[call.call_id] = _Call(call.method == "INVITE", caller, peer, rng, run)
+        while len(calls) > self.max_calls:
             del calls[next(iter(calls))]  # the oldest call; its outcome goes uncounted
+
+    def _finish(self, call_id: str) -> None:
+        """Drop a call, remembering its Call-ID for a while: a retransmitted
+        INVITE whose final response was lost must not count as a new call."""
+        self.calls.pop(call_id, None)
+        finished = self.finished
+        finished[call_id] = None
+        while len(finished) > self.max_calls:
+            del finished[next(iter(finished))]
 
     def final(self, call_id: str, status: int, now: float) -> None:
         """The first final response to a recorded INVITE, relayed from the switch."""
@@ -128,7 +149,7 @@ class ReputationEngine:
         if rec is None or rec.final:
             return
         if not rec.invite:
-            del self.calls[call_id]
+            self._finish(call_id)
             return
         rec.final = True
         answered = 200 <= status < 300
@@ -138,12 +159,15 @@ class ReputationEngine:
         if answered:
             rec.answered_at = now
         else:
-            del self.calls[call_id]
+            self._finish(call_id)
 
     def ended(self, call_id: str, now: float) -> None:
         """A BYE: the call's duration tells a short call from a normal one."""
-        rec = self.calls.pop(call_id, None)
-        if rec is None or rec.answered_at is None:
+        rec = self.calls.get(call_id)
+        if rec is None:
+            return
+        self._finish(call_id)
+        if rec.answered_at is None:
             return
         short = now - rec.answered_at < self.short_s
         for t in (rec.caller, rec.peer, rec.range):
@@ -153,13 +177,15 @@ class ReputationEngine:
     def forget(self, call_id: str) -> None:
         """The proxy answered the call itself (blocked, no switch): it has no
         outcome that says anything about the caller."""
-        self.calls.pop(call_id, None)
+        self._finish(call_id)
 
     # -- scoring ---------------------------------------------------------
 
     def assess(self, call: CallFacts) -> Assessment:
         now = call.received
         key = call.caller_key
+        verstat = call.verstat.lower() if call.verstat and self._trusted(call.source) else None
+        verified_a = verstat == PASSED and call.attest == "A"
         fired: list[tuple[str, float]] = []
         add = fired.append
         listed, distinct = self._number_signals(call.caller, key, now, add)
@@ -168,18 +194,18 @@ class ReputationEngine:
         rec = self.calls.get(call.call_id)
         if (
             rec is not None
-            and rec.near
+            and rec.run >= 3
             and rec.peer.sequential(now) >= PEER_SEQUENTIAL_MIN
             and self._rotated(key, now)
         ):
-            add(("sequential", 1.0))
+            add(("sequential", ramp(rec.run, PEER_RUN)))
         callee = call.callee_key
         if (
             key is not None
             and callee is not None
             and _NANP_LO <= key < _NANP_HI
             and key // 10_000 == callee // 10_000
-            and not _verified_a(call)
+            and not verified_a
         ):
             s = ramp(distinct, NEIGHBOUR_FANOUT)
             if s:
@@ -189,8 +215,21 @@ class ReputationEngine:
             _outcome_signals(
                 peer, now, PEER_MIN_ENDED, PEER_MIN_FINALS, "peer-short-calls", "peer-low-asr", add
             )
-        self._attestation(call, listed, add)
+        self._attestation(verstat, verified_a, call.attest, listed, add)
         return self._total(fired)
+
+    def _trusted(self, source: str) -> bool:
+        """Whether verstat from this source is believed (memoised per source)."""
+        known = self._verstat_trust.get(source)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(source)
+                known = any(ip in net for net in self.verstat_nets)
+            except ValueError:
+                known = False
+            if len(self._verstat_trust) < 65536:
+                self._verstat_trust[source] = known
+        return known
 
     def _rotated(self, key: int | None, now: float) -> bool:
         """A caller with too little history of its own to judge (rotated
@@ -286,18 +325,19 @@ class ReputationEngine:
             add(("snowshoe", callers * bad))
 
     @staticmethod
-    def _attestation(call: CallFacts, listed: bool, add: _Add) -> None:
-        verstat = call.verstat
-        if verstat == "TN-Validation-Failed":
+    def _attestation(
+        verstat: str | None, verified_a: bool, attest: str | None, listed: bool, add: _Add
+    ) -> None:
+        if verstat == FAILED:
             add(("stir-failed", 1.0))
-        elif _verified_a(call):
+        elif verified_a:
             if not listed:  # a passed attestation never outweighs a list hit
                 add(("attestation-a", 1.0))
-        elif call.attest == "B":
+        elif attest == "B":
             add(("attestation-b", 1.0))
-        elif call.attest == "C":
+        elif attest == "C":
             add(("attestation-c", 1.0))
-        elif verstat != "TN-Validation-Passed":
+        elif verstat != PASSED:
             add(("unattested", 1.0))
 
     def _total(self, fired: list[tuple[str, float]]) -> Assessment:
@@ -314,13 +354,9 @@ class ReputationEngine:
         return Assessment(
             score=max(0, min(100, round(total))),
             reasons=tuple(c for c, p in points if p > 0 and c not in observe),
-            observed=tuple(c for c, p in points if p > 0 and c in observe),
+            observed=tuple(c for c, p in points if c in observe),  # credits too
             points=tuple(points),
         )
-
-
-def _verified_a(call: CallFacts) -> bool:
-    return call.verstat == "TN-Validation-Passed" and call.attest == "A"
 
 
 def _outcome_signals(

@@ -39,6 +39,7 @@ class Traffic:
         "minute",
         "pos",
         "recent",
+        "runs",
         "s_cur",
         "s_prev",
         "sec",
@@ -54,6 +55,7 @@ class Traffic:
         self.fan_cur = self.fan_prev = 0
         self.fan_bits = fan_bits
         self.recent: list[int] = [0] * recent
+        self.runs: list[int] = [0] * recent
         self.pos = 0
         self.seq_cur = self.seq_prev = 0
         self.fin_cur = self.fin_prev = self.ans_cur = self.ans_prev = 0
@@ -90,28 +92,33 @@ class Traffic:
         self.fin_cur = self.ans_cur = self.end_cur = self.short_cur = 0
         self.hour = h
 
-    def call(self, now: float, item: int | None, callee: int | None, gap: int) -> bool:
-        """Count one call; ``item`` goes into the distinct count. Returns
-        whether ``callee`` is within ``gap`` of a recent callee of this key
-        (near-sequential dialling); repeat calls to one number are not."""
+    def call(self, now: float, item: int | None, callee: int | None, gap: int) -> int:
+        """Count one call; ``item`` goes into the distinct count. Returns the
+        length of the near-sequential run ``callee`` extends: 1 when it is
+        not within ``gap`` of a recent callee of this key, else one more than
+        the run of the callee it follows. A repeat call to one number is no
+        run; a chance neighbour rarely makes a run of three."""
         self._roll(now)
         self.s_cur += 1
         self.m_cur += 1
         self.h_cur += 1
         if item is not None:
-            self.fan_cur |= 1 << (((item * _MIX) & _MASK64) >> 40) % self.fan_bits
-        if callee is None or not self.recent:
-            return False
-        near = False
-        for x in self.recent:
+            self.fan_cur |= 1 << _spread(item) % self.fan_bits
+        recent = self.recent
+        if callee is None or not recent:
+            return 0
+        run = 1
+        for i, x in enumerate(recent):
             if x and 0 < abs(callee - x) <= gap:
-                near = True
+                run = self.runs[i] + 1
                 break
-        self.recent[self.pos] = callee
-        self.pos = (self.pos + 1) % len(self.recent)
-        if near:
+        pos = self.pos
+        recent[pos] = callee
+        self.runs[pos] = run
+        self.pos = (pos + 1) % len(recent)
+        if run > 1:
             self.seq_cur += 1
-        return near
+        return run
 
     def final(self, now: float, answered: bool) -> None:
         self._roll(now)
@@ -165,6 +172,14 @@ class Traffic:
         return 0.0
 
 
+def _spread(item: int) -> int:
+    """A 64-bit mix (splitmix64's finaliser): consecutive numbers must land
+    in independent bits, or linear counting over-counts sequential callees."""
+    x = (item * _MIX) & _MASK64
+    x = ((x ^ (x >> 31)) * 0xBF58476D1CE4E5B9) & _MASK64
+    return x ^ (x >> 29)
+
+
 def _linear_count(bitmap: int, bits: int) -> float:
     """Linear counting (Whang et al. 1990): n = -m ln(zeros/m)."""
     if not bitmap:
@@ -192,10 +207,16 @@ class TrafficTable:
             entries.move_to_end(key)
             return t
         t = entries[key] = Traffic(now, self.fan_bits, self.recent)
-        if len(entries) > self.capacity:
+        self.trim()
+        return t
+
+    def trim(self) -> None:
+        """Evict the least recently seen down to capacity (also after the
+        capacity was lowered by a reload)."""
+        entries = self.entries
+        while len(entries) > self.capacity:
             entries.popitem(last=False)
             self.evicted += 1
-        return t
 
     def get(self, key: object) -> Traffic | None:
         return self.entries.get(key)
