@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from urllib.parse import parse_qsl, unquote
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .routing import SwitchPool
+
+log = logging.getLogger("robocall_shield.admin")
 
 MAX_REQUEST = 8192
 MAX_BODY = 65536  # per route unless it asks for more
@@ -36,6 +39,7 @@ _STATUS = {
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    500: "Internal Server Error",
     422: "Unprocessable Content",
     429: "Too Many Requests",
     503: "Service Unavailable",
@@ -85,6 +89,7 @@ Query = Callable[[str], tuple[int, dict[str, object]]]  # the path after its pre
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
+    template: str
     pattern: re.Pattern[str]
     handler: Handler
     auth: bool
@@ -134,12 +139,13 @@ class AdminApi:
     ) -> None:  # fmt: skip
         """``template`` is a path with ``{name}`` (one segment) or
         ``{name:regex}`` parameters."""
-        regex = re.sub(
-            r"\{(\w+)(?::([^}]+))?\}",
-            lambda m: f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})",
-            template,
-        )
-        self.routes.append(Route(method, re.compile(regex), handler, auth, max_body))
+        regex, last = "", 0
+        for m in re.finditer(r"\{(\w+)(?::([^}]+))?\}", template):
+            regex += re.escape(template[last : m.start()])  # literal parts match literally
+            regex += f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})"
+            last = m.end()
+        regex += re.escape(template[last:])
+        self.routes.append(Route(method, template, re.compile(regex), handler, auth, max_body))
 
     def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
         allowed: list[str] = []
@@ -244,6 +250,9 @@ class AdminApi:
         except OSError:  # the client went away
             writer.close()
             return
+        except Exception:  # a bug must cost one request a 500, never the connection silently
+            log.exception("admin request %s failed", method)
+            resp = error(500, "internal error; see the proxy's log")
         extra = "".join(f"{k}: {v}\r\n" for k, v in resp.headers)
         writer.write(
             f"HTTP/1.1 {resp.status} {_STATUS.get(resp.status, 'Error')}\r\n"

@@ -36,7 +36,7 @@ class SubscriberCheck:
         if caller is not None and sub.allow.matches(caller):
             return PERSONAL_ALLOW  # applies even with blocking off: it only lets calls through
         if not sub.opted_in:
-            return None
+            return REDRESS_ALLOWED if caller is not None and caller in self.global_allow else None
         if caller is not None and sub.block.matches(caller):
             return PERSONAL_BLOCK
         if sub.reject_anonymous and (call.anonymous or call.privacy_id):

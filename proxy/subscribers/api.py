@@ -15,6 +15,7 @@ from .service import SubscriberService, apply_changes
 
 PREFIX = "/api/v1"
 MAX_IMPORT_BYTES = 64 << 20
+MAX_CHANGES = 256 << 10
 
 
 class SubscriberApi:
@@ -30,8 +31,9 @@ class SubscriberApi:
         add("POST", f"{p}/subscribers.csv", self.import_csv, max_body=MAX_IMPORT_BYTES)
         add("GET", f"{p}/subscribers/stats", self.stats)
         add("GET", f"{p}/subscribers/{{number}}", self.read)
-        add("PUT", f"{p}/subscribers/{{number}}", self.create_or_replace)
-        add("PATCH", f"{p}/subscribers/{{number}}", self.update)
+        # two full lists of 32-character entries, JSON-quoted, fit
+        add("PUT", f"{p}/subscribers/{{number}}", self.create_or_replace, max_body=MAX_CHANGES)
+        add("PATCH", f"{p}/subscribers/{{number}}", self.update, max_body=MAX_CHANGES)
         add("DELETE", f"{p}/subscribers/{{number}}", self.delete)
         add("GET", f"{p}/subscribers/{{number}}/audit", self.audit)
         add("PUT", f"{p}/subscribers/{{number}}/lists/{{list}}/{{entry}}", self.add_entry)

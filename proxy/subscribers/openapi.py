@@ -12,7 +12,11 @@ NUMBER = {
     "description": "E.164 (+12125550142) or a NANP form (2125550142)",
     "example": "+12125550142",
 }
-ENTRY = {"type": "string", "description": "a number, or an E.164 prefix ending in * (+1900*)"}
+ENTRY = {
+    "type": "string",
+    "maxLength": 32,
+    "description": "a number, or an E.164 prefix ending in * (+1900*)",
+}
 LIST = {"type": "array", "items": ENTRY, "maxItems": MAX_LIST_ENTRIES}
 
 
@@ -156,12 +160,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op("Read a subscriber", {"200": sub, "400": ERR, "404": not_found}),
                 "put": _op(
                     "Create or replace a subscriber (absent fields take their defaults)",
-                    {"200": sub, "201": sub, "400": ERR},
+                    {"200": sub, "201": sub, "400": ERR, "413": ERR},
                     requestBody=changes_body,
                 ),
                 "patch": _op(
                     "Change some fields",
-                    {"200": sub, "400": ERR, "404": not_found},
+                    {"200": sub, "400": ERR, "404": not_found, "413": ERR},
                     requestBody=changes_body,
                 ),
                 "delete": _op(

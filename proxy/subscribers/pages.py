@@ -132,8 +132,8 @@ class Pages:
             "opted_in": form.get("opted_in") == "on",
             "policy": form.get("policy", ""),
             "reject_anonymous": form.get("reject_anonymous") == "on",
-            "allow": form.get("allow", "").split(),
-            "block": form.get("block", "").split(),
+            "allow": _lines(form.get("allow", "")),
+            "block": _lines(form.get("block", "")),
         }
         try:
             apply_changes(current, changes)
@@ -185,6 +185,11 @@ _POLICY_TEXT = {
     "block-high-confidence": "Block it when we are sure, label it otherwise",
     "block-all-suspected": "Block every suspected robocall",
 }
+
+
+def _lines(text: str) -> list[str]:
+    """One entry per line, as the page asks: a number may contain spaces."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _check_dispute(form: dict[str, str]) -> tuple[str, str]:

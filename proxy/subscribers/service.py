@@ -196,36 +196,45 @@ def apply_changes(current: Subscriber, changes: dict[str, Any]) -> Subscriber:
 
 
 def parse_csv(text: str) -> list[Subscriber]:
-    """All rows or an error naming the line and column; later rows for the
-    same number replace earlier ones."""
+    """All rows or an error naming the line (in the file, counting lines
+    inside quoted cells) and column; later rows for one number replace
+    earlier ones."""
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None or tuple(h.strip() for h in header) != CSV_COLUMNS:
-        raise InvalidField("csv", f"line 1: expected the header {','.join(CSV_COLUMNS)}")
-    subs: dict[int, Subscriber] = {}
-    for line, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if len(subs) >= MAX_IMPORT_ROWS:
-            raise InvalidField("csv", f"more than {MAX_IMPORT_ROWS} rows; split the file")
-        if len(row) != len(CSV_COLUMNS):
-            raise InvalidField("csv", f"line {line}: expected {len(CSV_COLUMNS)} columns")
-        try:
-            number = parse_number(row[0], "number")
-            sub = apply_changes(
-                Subscriber(number),
-                {
-                    "opted_in": _flag(row[1], "opted_in"),
-                    "policy": row[2].strip(),
-                    "reject_anonymous": _flag(row[3], "reject_anonymous"),
-                    "allow": row[4].split(),
-                    "block": row[5].split(),
-                },
-            )
-        except InvalidField as exc:
-            raise InvalidField(f"csv line {line}: {exc.field}", exc.problem) from None
-        subs[number] = sub
+    try:
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != CSV_COLUMNS:
+            raise InvalidField("csv", f"line 1: expected the header {','.join(CSV_COLUMNS)}")
+        subs: dict[int, Subscriber] = {}
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            if len(subs) >= MAX_IMPORT_ROWS:
+                raise InvalidField("csv", f"more than {MAX_IMPORT_ROWS} rows; split the file")
+            if len(row) != len(CSV_COLUMNS):
+                raise InvalidField("csv", f"line {line}: expected {len(CSV_COLUMNS)} columns")
+            sub = _csv_row(row, line)
+            subs[sub.number] = sub
+    except csv.Error as exc:  # a bare CR in a field, a field over the csv module's limit
+        raise InvalidField("csv", f"line {reader.line_num}: unreadable CSV: {exc}") from None
     return list(subs.values())
+
+
+def _csv_row(row: list[str], line: int) -> Subscriber:
+    try:
+        number = parse_number(row[0], "number")
+        return apply_changes(
+            Subscriber(number),
+            {
+                "opted_in": _flag(row[1], "opted_in"),
+                "policy": row[2].strip(),
+                "reject_anonymous": _flag(row[3], "reject_anonymous"),
+                "allow": row[4].split(),
+                "block": row[5].split(),
+            },
+        )
+    except InvalidField as exc:
+        raise InvalidField(f"csv line {line}: {exc.field}", exc.problem) from None
 
 
 def _flag(text: str, field: str) -> bool:
