@@ -125,6 +125,7 @@ class AdminApi:
         self.token = token
         self.status = status
         self.routes: list[Route] = []
+        self.clients: set[asyncio.Task[object]] = set()  # connections being served
         self.add_route("GET", "/healthz", self._health, auth=False)
         self.add_route("GET", "/readyz", self._ready, auth=False)
         self.add_route("GET", "/metrics", self._metrics, auth=False)
@@ -221,6 +222,10 @@ class AdminApi:
     async def serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.clients.add(task)
+            task.add_done_callback(self.clients.discard)
         method = "GET"
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) else ""
@@ -267,6 +272,12 @@ class AdminApi:
             pass
         finally:
             writer.close()
+
+    def close_clients(self) -> None:
+        """At shutdown: a browser's idle keep-alive connection must not
+        outlive the server (asyncio.Server.close leaves them open)."""
+        for task in list(self.clients):
+            task.cancel()
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(self.serve_client, host, port, limit=MAX_REQUEST)

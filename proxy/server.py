@@ -84,6 +84,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[object]] = set()
         self._started = False
+        self.admin: AdminApi | None = None
 
     def dispatch(self, events: list[Event]) -> None:
         for ev in events:
@@ -121,7 +122,7 @@ class Worker:
                     f"the admin API listens on {admin.host} without a token: set [admin] token "
                     f"or {TOKEN_ENV}, or keep it on loopback"
                 )
-            api = AdminApi(
+            api = self.admin = AdminApi(
                 self.pool,
                 self.metrics.registry,
                 lambda: self._started,
@@ -265,6 +266,8 @@ class Worker:
             task.cancel()
         for closer in self._closers:
             closer.close()
+        if self.admin is not None:
+            self.admin.close_clients()
         if self.tcp is not None:
             self.tcp.close()
         self.lists.close()
