@@ -3,8 +3,11 @@ calls from numbers that cannot be valid)."""
 
 from __future__ import annotations
 
+import re
+
 _NANP_BASE = 10_000_000_000  # key of +1 000 000 0000
 _NANP_END = 20_000_000_000
+_DIGIT = re.compile(r"\d")
 SHORTEST_CLAIM = 7  # fewer digits: an extension or short code, not a PSTN number
 
 
@@ -29,7 +32,9 @@ def invalid_caller(user: str, key: int | None) -> bool:
     but 10 national digits, or with an impossible NPA/NXX. Other countries'
     ``+`` numbers, ``011`` strings and short extensions are not judged.
     """
-    if not any(c.isdigit() for c in user):
+    if user.startswith("+1") and len(user) == 12 and key is not None:
+        return invalid_nanp_key(key)  # the common case: already a clean E.164 key
+    if _DIGIT.search(user) is None:
         return False  # `alice` on an enterprise trunk is not a number claim
     if user.startswith("+"):
         if not user.startswith("+1"):

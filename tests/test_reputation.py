@@ -52,7 +52,7 @@ from proxy.reputation.settings import (
     ReputationConfig,
     parse_reputation,
 )
-from proxy.reputation.traffic import Traffic, TrafficTable
+from proxy.reputation.traffic import CallerTraffic, PeerTraffic, Traffic, TrafficTable
 from proxy.screening import Action, ReputationCheck
 from proxy.screening.reputation_check import decide
 from proxy.sip import SipRequest, call_facts, parse_datagram
@@ -171,13 +171,13 @@ def burst(engine: ReputationEngine, **kw: Any) -> Assessment:
 
 
 def test_calls_per_second_minute_hour_slide_over_the_previous_bucket() -> None:
-    t = Traffic(7200.0, 256, 4)  # second 7200, minute 120, hour 2
+    t = CallerTraffic(7200.0, 256)  # second 7200, minute 120, hour 2
     for i in range(4):
-        t.call(7200.0 + 0.1 * i, None, None, 3)
+        t.call(7200.0 + 0.1 * i, None)
     assert t.calls(7200.5) == (4.0, 4.0, 4.0)
     # a quarter into the next second, three quarters of the last one remain
     assert t.calls(7201.25) == (3.0, 4.0, 4.0)
-    t.call(7201.5, None, None, 3)
+    t.call(7201.5, None)
     assert t.calls(7201.5) == (3.0, 5.0, 5.0)  # 4 * 0.5 + 1
     assert t.calls(7203.0)[0] == 0.0  # both second buckets are stale
     # minute 121, a quarter in: the 5 calls of minute 120 count three quarters
@@ -187,63 +187,74 @@ def test_calls_per_second_minute_hour_slide_over_the_previous_bucket() -> None:
 
 
 def test_a_gap_of_more_than_one_bucket_resets_the_previous_bucket() -> None:
-    t = Traffic(7200.0, 256, 4)
+    t = CallerTraffic(7200.0, 256)
     for _ in range(4):
-        t.call(7200.0, None, None, 3)
-    t.call(7202.5, None, None, 3)  # skipped second 7201: the 4 are not "previous"
+        t.call(7200.0, None)
+    t.call(7202.5, None)  # skipped second 7201: the 4 are not "previous"
     assert t.calls(7202.5) == (1.0, 5.0, 5.0)
-    t.call(7200.0 + 150, None, None, 3)  # minute 122 after 120: minute reset
+    t.call(7200.0 + 150, None)  # minute 122 after 120: minute reset
     assert t.calls(7350.0)[1] == 1.0
-    t.call(7200.0 + 2 * 3600 + 10, None, None, 3)  # hour 4 after hour 2: hour reset
+    t.call(7200.0 + 2 * 3600 + 10, None)  # hour 4 after hour 2: hour reset
     assert t.calls(7200.0 + 2 * 3600 + 10) == (1.0, 1.0, 1.0)
 
 
 def test_distinct_items_are_counted_closely_and_repeats_are_not() -> None:
     rng = random.Random(20250301)
     callees = [rng.randrange(12_000_000_000, 19_999_999_999) for _ in range(50)]
-    once, thrice = Traffic(0.0, 256, 4), Traffic(0.0, 256, 4)
+    once, thrice = CallerTraffic(0.0, 256), CallerTraffic(0.0, 256)
     for c in callees:
-        once.call(10.0, c, None, 3)
+        once.call(10.0, c)
     for c in callees * 3:
-        thrice.call(10.0, c, None, 3)
+        thrice.call(10.0, c)
     assert 50 * 0.85 <= once.distinct(10.0) <= 50 * 1.15
     assert thrice.distinct(10.0) == once.distinct(10.0)
-    seq = Traffic(0.0, 256, 4)  # structured keys (one exchange) are spread too
+    seq = CallerTraffic(0.0, 256)  # structured keys (one exchange) are spread too
     for i in range(50):
-        seq.call(10.0, 13125550000 + i, None, 3)
+        seq.call(10.0, 13125550000 + i)
     assert 50 * 0.85 <= seq.distinct(10.0) <= 50 * 1.15
     # the last hour slides: half way through the next hour, half the estimate
     assert once.distinct(3600.0 + 1800) == approx(once.distinct(10.0) / 2)
     assert once.distinct(3 * 3600.0) == 0.0
-    assert Traffic(0.0, 256, 4).distinct(0.0) == 0.0
+    assert CallerTraffic(0.0, 256).distinct(0.0) == 0.0
     # at a higher fill the collisions matter: linear counting corrects for them
-    busy = Traffic(0.0, 256, 4)
+    busy = CallerTraffic(0.0, 256)
     for _ in range(150):
-        busy.call(10.0, rng.randrange(12_000_000_000, 19_999_999_999), None, 3)
+        busy.call(10.0, rng.randrange(12_000_000_000, 19_999_999_999))
     assert 150 * 0.85 <= busy.distinct(10.0) <= 150 * 1.15
     assert busy.fan_cur.bit_count() < 150 * 0.85  # the raw bit count would be far off
 
 
 def test_near_sequential_callees_are_flagged_far_and_repeat_callees_are_not() -> None:
-    t = Traffic(0.0, 256, 4)
-    # call() returns the length of the near-sequential run the callee extends
-    assert t.call(1.0, 13125550100, 13125550100, 3) == 1  # the first: nothing to be near
-    assert t.call(2.0, 13125550101, 13125550101, 3) == 2  # +1
-    assert t.call(3.0, 13125550104, 13125550104, 3) == 3  # +3: still within the gap
-    assert t.call(4.0, 13125550108, 13125550108, 3) == 1  # +4: not
-    assert t.call(5.0, 13125550108, 13125550108, 3) == 1  # the same number again: not
-    assert t.call(6.0, 14155550000, 14155550000, 3) == 1  # far away
+    t = CallerTraffic(0.0, 256)
+    assert not t.dialled(13125550100, 3)  # the first: nothing to be near
+    assert t.dialled(13125550101, 3)  # +1
+    assert t.dialled(13125550104, 3)  # +3: still within the gap
+    assert not t.dialled(13125550108, 3)  # +4: not
+    assert not t.dialled(13125550108, 3)  # the same number again: not
+    assert not t.dialled(14155550000, 3)  # far away
+    t.call(6.0, None)
     assert t.sequential(6.0) == 2.0
     # the ring holds the 4 most recent callees: 0100 and 0101 have left it
-    assert t.call(7.0, 13125550099, 13125550099, 3) == 1
-    # 0099 took 0104's place; 0105 is within 3 of 0108, whose run was 1
-    assert t.call(8.0, 13125550105, 13125550105, 3) == 2
+    assert not t.dialled(13125550099, 3)
+    assert t.dialled(13125550105, 3)  # within 3 of 0108, still in the ring
     assert t.sequential(8.0) == 3.0
-    assert Traffic(0.0, 256, 0).call(1.0, 1, 2, 3) == 0  # no ring (ranges): never
+    assert not hasattr(Traffic(0.0, 256), "dialled")  # ranges keep no callees
+
+
+def test_a_peer_measures_near_sequential_runs_across_callers() -> None:
+    t = PeerTraffic(0.0, 4096)
+    assert [t.dialled(13125550100 + i, 3) for i in range(5)] == [1, 2, 3, 4, 5]
+    assert t.dialled(14155550000, 3) == 1  # another exchange: a new run
+    assert t.dialled(13125550107, 3) == 6  # +2 from 0105: the run goes on
+    assert t.dialled(13125550107, 3) == 6  # the same number again extends 0105 once more
+    for i in range(PeerTraffic.WINDOW):  # the window moves on: 0100..0107 leave it
+        t.dialled(16460000000 + 10 * i, 3)
+    assert t.dialled(13125550108, 3) == 1
+    assert len(t.runs) <= PeerTraffic.WINDOW + 1
 
 
 def test_outcome_counters_share_the_hour_buckets() -> None:
-    t = Traffic(3600.0, 256, 4)
+    t = CallerTraffic(3600.0, 256)
     t.final(3610.0, True)
     t.final(3620.0, False)
     t.final(3630.0, False)
@@ -263,7 +274,7 @@ def test_outcome_counters_share_the_hour_buckets() -> None:
 
 
 def test_traffic_table_evicts_the_least_recently_touched_and_counts_it() -> None:
-    table = TrafficTable(3, 256, 4)
+    table = TrafficTable(3, 256, CallerTraffic)
     a, b = table.touch("a", 0.0), table.touch("b", 1.0)
     table.touch("c", 2.0)
     assert table.touch("a", 3.0) is a  # touching keeps the entry and refreshes it
@@ -277,7 +288,7 @@ def test_traffic_table_evicts_the_least_recently_touched_and_counts_it() -> None
 
 
 def test_traffic_table_memory_is_bounded_by_capacity() -> None:
-    table = TrafficTable(100, 256, 4)
+    table = TrafficTable(100, 256, CallerTraffic)
     for key in range(10_000):
         table.touch(key, float(key))
     assert len(table) == 100 and table.evicted == 9_900
@@ -797,7 +808,7 @@ def test_forget_leaves_the_answer_rate_untouched() -> None:
     engine.forget(call.call_id)
     engine.final(call.call_id, 486, 11.0)
     engine.ended(call.call_id, 12.0)
-    assert call.call_id not in engine.calls
+    assert not engine.tracking(call.call_id)
     assert caller_traffic(engine).outcomes(12.0) == (0.0, 0.0, 0.0, 0.0)
     assert caller_traffic(engine).calls(12.0)[2] == 1.0  # the call itself still counts
     peer = engine.peers.get(PEER)
@@ -842,7 +853,7 @@ def test_message_counts_in_the_rate_but_has_no_outcome() -> None:
     engine.ended(msg.call_id, 10.3)
     t = caller_traffic(engine)
     assert t.calls(10.3) == (1.0, 1.0, 1.0) and t.outcomes(10.3) == (0.0, 0.0, 0.0, 0.0)
-    assert msg.call_id not in engine.calls
+    assert not engine.tracking(msg.call_id)
 
 
 def test_the_calls_in_progress_are_bounded_by_max_calls() -> None:
@@ -851,8 +862,8 @@ def test_the_calls_in_progress_are_bounded_by_max_calls() -> None:
     for c in calls:
         engine.record(c)
     assert len(engine.calls) == 100
-    assert calls[0].call_id not in engine.calls and calls[29].call_id not in engine.calls
-    assert calls[30].call_id in engine.calls
+    assert not engine.tracking(calls[0].call_id) and not engine.tracking(calls[29].call_id)
+    assert engine.tracking(calls[30].call_id)
     engine.final(calls[0].call_id, 200, 20.0)  # evicted: its outcome goes uncounted
     engine.final(calls[129].call_id, 200, 20.0)
     assert caller_traffic(engine).outcomes(20.0) == (1.0, 1.0, 0.0, 0.0)

@@ -124,7 +124,7 @@ def test_invite_answer_and_bye_through_the_core_are_one_short_answered_call() ->
     events, fwd = invite(core, 10.0, "c1")
     assert isinstance(fwd, SipRequest) and fwd.header("record-route") is not None
     assert screened(events).action is Action.PASS
-    assert "c1" in engine.calls
+    assert engine.tracking("c1")
     switch_answers(core, fwd, 180, 10.2, "Ringing")  # provisional: no outcome
     assert traffic(engine).outcomes(10.2) == (0.0, 0.0, 0.0, 0.0)
     switch_answers(core, fwd, 200, 10.5, "OK")
@@ -132,7 +132,7 @@ def test_invite_answer_and_bye_through_the_core_are_one_short_answered_call() ->
     switch_answers(core, fwd, 200, 10.9, "OK")  # a retransmitted 200: counted once
     bye_fwd = bye(core, "c1", 13.0)  # 2.5 s after the answer: a short call
     assert traffic(engine).outcomes(13.0) == (1.0, 1.0, 1.0, 1.0)
-    assert "c1" not in engine.calls
+    assert not engine.tracking("c1")
     switch_answers(core, bye_fwd, 200, 13.1, "OK")  # the BYE's own 200 is no call outcome
     # the same figures for the peer and for the caller's thousands-block
     peer = engine.peers.get(PEER.host)
@@ -144,7 +144,7 @@ def test_invite_answer_and_bye_through_the_core_are_one_short_answered_call() ->
     assert isinstance(fwd2, SipRequest)
     switch_answers(core, fwd2, 486, 21.0, "Busy Here")  # a final, not answered
     assert traffic(engine).outcomes(21.0) == (2.0, 1.0, 1.0, 1.0)
-    assert "c2" not in engine.calls
+    assert not engine.tracking("c2")
 
     _, fwd3 = invite(core, 30.0, "c3")
     assert isinstance(fwd3, SipRequest)
@@ -167,7 +167,7 @@ def test_a_blocked_call_is_forgotten_but_counted_in_the_rate() -> None:
     events, msg = invite(core, 10.0, "b1", caller=blocked)
     assert isinstance(msg, SipResponse) and msg.status == 603
     assert screened(events).screening.decided_by == "static_block"
-    assert "b1" not in engine.calls
+    assert not engine.tracking("b1")
     engine.final("b1", 487, 11.0)  # whatever comes later is no outcome of this caller
     engine.ended("b1", 11.5)
     t = traffic(engine, 12125550100)

@@ -9,8 +9,9 @@ every point of a score can be explained by a reason code.
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from blocklists.nanp import invalid_caller
 from blocklists.slot import ArtefactSlot
@@ -19,7 +20,7 @@ from blocklists.store import Entry
 
 from ..sip.identity import CallFacts
 from .settings import ReputationConfig
-from .traffic import Traffic, TrafficTable
+from .traffic import CallerTraffic, PeerTraffic, Traffic, TrafficTable
 
 # What counts as "many": ramps from (no evidence, full evidence). Chosen so
 # that volume alone (a pharmacy's reminders, a school's closure alert) stays
@@ -39,8 +40,7 @@ RANGE_MIN_ENDED, RANGE_MIN_FINALS = 10, 20
 NEIGHBOUR_FANOUT = (5.0, 20.0)
 SNOWSHOE_CALLERS = (5.0, 20.0)  # distinct callers active in one thousands-block
 COMPLAINTS_FULL = 3.0  # decayed complaints that give the full complaint weight
-CALLER_FAN_BITS, PEER_FAN_BITS, RANGE_FAN_BITS = 256, 4096, 256
-CALLER_RECENT, PEER_RECENT = 4, 16
+CALLER_FAN_BITS, PEER_FAN_BITS, RANGE_FAN_BITS = 256, 1, 256  # a trunk counts none
 _NANP_LO, _NANP_HI = 10_000_000_000, 20_000_000_000
 _LIST_FLAGS = Flag.BLOCK | Flag.LIST
 PASSED, FAILED = "tn-validation-passed", "tn-validation-failed"  # verstat, lower-cased
@@ -54,8 +54,10 @@ def ramp(x: float, span: tuple[float, float]) -> float:
     return 1.0 if x >= hi else (x - lo) / (hi - lo)
 
 
-@dataclass(frozen=True, slots=True)
-class Assessment:
+class Assessment(NamedTuple):
+    """A NamedTuple, not a frozen dataclass: one is built per INVITE, and a
+    tuple costs a fraction of a frozen dataclass's field-by-field setattr."""
+
     score: int
     reasons: tuple[str, ...]  # enforced signals that added points, strongest first
     observed: tuple[str, ...]  # signals in observe mode that would have added points
@@ -68,7 +70,12 @@ class _Call:
     __slots__ = ("answered_at", "caller", "final", "invite", "peer", "range", "run")
 
     def __init__(
-        self, invite: bool, caller: Traffic | None, peer: Traffic, rng: Traffic | None, run: int
+        self,
+        invite: bool,
+        caller: CallerTraffic | None,
+        peer: PeerTraffic,
+        rng: Traffic | None,
+        run: int,
     ) -> None:
         self.invite = invite
         self.caller = caller
@@ -82,11 +89,14 @@ class _Call:
 class ReputationEngine:
     def __init__(self, cfg: ReputationConfig, slot: ArtefactSlot | None = None) -> None:
         self.slot = slot or ArtefactSlot()
-        self.callers = TrafficTable(cfg.max_numbers, CALLER_FAN_BITS, CALLER_RECENT)
-        self.peers = TrafficTable(cfg.max_peers, PEER_FAN_BITS, PEER_RECENT)
-        self.ranges = TrafficTable(cfg.max_ranges, RANGE_FAN_BITS, 0)
-        self.calls: dict[str, _Call] = {}
-        self.finished: dict[str, None] = {}  # recently finished Call-IDs, insertion-ordered
+        self.callers = TrafficTable(cfg.max_numbers, CALLER_FAN_BITS, CallerTraffic)
+        self.peers = TrafficTable(cfg.max_peers, PEER_FAN_BITS, PeerTraffic)
+        self.ranges = TrafficTable(cfg.max_ranges, RANGE_FAN_BITS, Traffic)
+        # keyed by hash(Call-ID): a Call-ID may be kilobytes long, its hash is 8 bytes
+        # OrderedDicts: popping the oldest of a plain dict that has seen many
+        # deletions scans the holes they left, O(n) per call
+        self.calls: OrderedDict[int, _Call] = OrderedDict()
+        self.finished: OrderedDict[int, None] = OrderedDict()  # recently finished calls
         # `now` is whatever clock the caller uses (the proxy: monotonic);
         # adding this gives Unix time, which complaint ages are counted in
         self.wall_offset = 0.0
@@ -103,7 +113,7 @@ class ReputationEngine:
             table.capacity = capacity
             table.trim()
         while len(self.calls) > cfg.max_calls:
-            del self.calls[next(iter(self.calls))]
+            self.calls.popitem(last=False)
         self.weights = dict(cfg.weights)
         self.observe = frozenset(c for c, m in cfg.modes.items() if m == "observe")
         self.max_calls = cfg.max_calls
@@ -117,39 +127,44 @@ class ReputationEngine:
     def record(self, call: CallFacts) -> None:
         """An initial INVITE or MESSAGE; a retransmission is not counted twice."""
         calls = self.calls
-        if call.call_id in calls or call.call_id in self.finished:
+        cid = hash(call.call_id)
+        if cid in calls or cid in self.finished:
             return
         now = call.received
         callee = call.callee_key
         peer = self.peers.touch(call.source, now)
-        run = peer.call(now, callee, callee, SEQUENTIAL_GAP)
+        peer.call(now, None)  # no signal uses a trunk's distinct callees: not counted
+        run = peer.dialled(callee, SEQUENTIAL_GAP) if callee is not None else 0
         caller = rng = None
         key = call.caller_key
         if key is not None:
             caller = self.callers.touch(key, now)
-            caller.call(now, callee, callee, SEQUENTIAL_GAP)
+            caller.call(now, callee)
+            if callee is not None:
+                caller.dialled(callee, SEQUENTIAL_GAP)
             rng = self.ranges.touch(key // 1000, now)
-            rng.call(now, key, None, 0)
-        calls[call.call_id] = _Call(call.method == "INVITE", caller, peer, rng, run)
-        while len(calls) > self.max_calls:
-            del calls[next(iter(calls))]  # the oldest call; its outcome goes uncounted
+            rng.call(now, key)
+        calls[cid] = _Call(call.method == "INVITE", caller, peer, rng, run)
+        if len(calls) > self.max_calls:
+            calls.popitem(last=False)  # the oldest call; its outcome goes uncounted
 
-    def _finish(self, call_id: str) -> None:
-        """Drop a call, remembering its Call-ID for a while: a retransmitted
-        INVITE whose final response was lost must not count as a new call."""
-        self.calls.pop(call_id, None)
+    def _finish(self, cid: int) -> None:
+        """Drop a call, remembering it for a while: a retransmitted INVITE
+        whose final response was lost must not count as a new call."""
+        self.calls.pop(cid, None)
         finished = self.finished
-        finished[call_id] = None
+        finished[cid] = None
         while len(finished) > self.max_calls:
-            del finished[next(iter(finished))]
+            finished.popitem(last=False)
 
     def final(self, call_id: str, status: int, now: float) -> None:
         """The first final response to a recorded INVITE, relayed from the switch."""
-        rec = self.calls.get(call_id)
+        cid = hash(call_id)
+        rec = self.calls.get(cid)
         if rec is None or rec.final:
             return
         if not rec.invite:
-            self._finish(call_id)
+            self._finish(cid)
             return
         rec.final = True
         answered = 200 <= status < 300
@@ -159,14 +174,15 @@ class ReputationEngine:
         if answered:
             rec.answered_at = now
         else:
-            self._finish(call_id)
+            self._finish(cid)
 
     def ended(self, call_id: str, now: float) -> None:
         """A BYE: the call's duration tells a short call from a normal one."""
-        rec = self.calls.get(call_id)
+        cid = hash(call_id)
+        rec = self.calls.get(cid)
         if rec is None:
             return
-        self._finish(call_id)
+        self._finish(cid)
         if rec.answered_at is None:
             return
         short = now - rec.answered_at < self.short_s
@@ -174,10 +190,14 @@ class ReputationEngine:
             if t is not None:
                 t.ended(now, short)
 
+    def tracking(self, call_id: str) -> bool:
+        """Whether a call is awaiting its outcome."""
+        return hash(call_id) in self.calls
+
     def forget(self, call_id: str) -> None:
         """The proxy answered the call itself (blocked, no switch): it has no
         outcome that says anything about the caller."""
-        self._finish(call_id)
+        self._finish(hash(call_id))
 
     # -- scoring ---------------------------------------------------------
 
@@ -188,10 +208,10 @@ class ReputationEngine:
         verified_a = verstat == PASSED and call.attest == "A"
         fired: list[tuple[str, float]] = []
         add = fired.append
-        listed, distinct = self._number_signals(call.caller, key, now, add)
+        listed, traffic = self._number_signals(call.caller, key, now, add)
         if call.anonymous and not call.asserted and call.identity is None:
             add(("anonymous", 1.0))
-        rec = self.calls.get(call.call_id)
+        rec = self.calls.get(hash(call.call_id))
         if (
             rec is not None
             and rec.run >= 3
@@ -206,15 +226,24 @@ class ReputationEngine:
             and _NANP_LO <= key < _NANP_HI
             and key // 10_000 == callee // 10_000
             and not verified_a
+            and traffic is not None
+            and traffic.distinct_bound() > NEIGHBOUR_FANOUT[0]
         ):
-            s = ramp(distinct, NEIGHBOUR_FANOUT)
+            s = ramp(traffic.distinct(now), NEIGHBOUR_FANOUT)
             if s:
                 add(("neighbour-spoofing", s))
         peer = rec.peer if rec is not None else self.peers.get(call.source)
         if peer is not None:
-            _outcome_signals(
-                peer, now, PEER_MIN_ENDED, PEER_MIN_FINALS, "peer-short-calls", "peer-low-asr", add
-            )
+            # a trunk's figures move slowly: computed once a second, not per call
+            second = int(now)
+            if peer.memo[0] != second:
+                memo: list[tuple[str, float]] = []
+                _outcome_signals(
+                    peer, now, PEER_MIN_ENDED, PEER_MIN_FINALS, "peer-short-calls",
+                    "peer-low-asr", memo.append,
+                )  # fmt: skip
+                peer.memo = (second, tuple(memo))
+            fired.extend(peer.memo[1])
         self._attestation(verstat, verified_a, call.attest, listed, add)
         return self._total(fired)
 
@@ -237,7 +266,7 @@ class ReputationEngine:
         caller with history is judged on its own dialling, so a busy caller
         sharing a trunk with a sequential campaign is not blamed for it."""
         t = self.callers.get(key) if key is not None else None
-        return t is None or t.calls(now)[2] < SEQUENTIAL_MIN_CALLS
+        return t is None or not t.busy(1) or t.calls(now)[2] < SEQUENTIAL_MIN_CALLS
 
     def assess_number(self, caller: str, key: int | None, now: float) -> Assessment:
         """The part of a score that belongs to the number alone (lists,
@@ -248,18 +277,25 @@ class ReputationEngine:
 
     def _number_signals(
         self, caller: str | None, key: int | None, now: float, add: _Add
-    ) -> tuple[bool, float]:
-        """Signals of the caller number. Returns (a list hit, distinct callees)."""
+    ) -> tuple[bool, CallerTraffic | None]:
+        """Signals of the caller number. Returns (a list hit, its traffic)."""
         listed = self._list_signals(caller, key, now, add)
-        distinct = 0.0
+        t = None
         if key is not None:
             t = self.callers.get(key)
-            if t is not None:
-                distinct = self._caller_signals(t, now, add)
+            # below the lowest threshold (over 2 calls a second) nothing can fire
+            if t is not None and t.busy(2):
+                self._caller_signals(t, now, add)
             rng = self.ranges.get(key // 1000)
-            if rng is not None:
-                self._range_signal(rng, now, add)
-        return listed, distinct
+            if rng is not None and rng.distinct_bound() > SNOWSHOE_CALLERS[0]:
+                second = int(now)
+                if rng.memo[0] != second:
+                    memo: list[tuple[str, float]] = []
+                    self._range_signal(rng, now, memo.append)
+                    rng.memo = (second, tuple(memo))
+                for signal in rng.memo[1]:
+                    add(signal)
+        return listed, t
 
     def _list_signals(self, caller: str | None, key: int | None, now: float, add: _Add) -> bool:
         """Lists, complaints and invalid numbers. True on any hit."""
@@ -293,23 +329,29 @@ class ReputationEngine:
         decayed: float = weight * 0.5 ** (age / self.half_life)
         return min(1.0, decayed / COMPLAINTS_FULL)
 
-    def _caller_signals(self, t: Traffic, now: float, add: _Add) -> float:
-        per_s, per_m, per_h = t.calls(now)
-        rate = max(
-            ramp(per_s, RATE_RAMPS[0]), ramp(per_m, RATE_RAMPS[1]), ramp(per_h, RATE_RAMPS[2])
-        )
+    def _caller_signals(self, t: CallerTraffic, now: float, add: _Add) -> None:
+        # each figure is computed only when the raw bucket counts could pass
+        # its lowest threshold: most callers place a call or two an hour
+        rate = 0.0
+        if t.s_cur + t.s_prev > RATE_RAMPS[0][0] or t.m_cur + t.m_prev > RATE_RAMPS[1][0]:
+            per_s, per_m, per_h = t.calls(now)
+            rate = max(ramp(per_s, RATE_RAMPS[0]), ramp(per_m, RATE_RAMPS[1]))
+        if t.h_cur + t.h_prev > RATE_RAMPS[2][0]:
+            rate = max(rate, ramp(t.calls(now)[2], RATE_RAMPS[2]))
         if rate:
             add(("call-rate", rate))
-        distinct = t.distinct(now)
-        fan = ramp(distinct, FANOUT_RAMP)
-        if fan:
-            add(("fan-out", fan))
-        if per_h >= SEQUENTIAL_MIN_CALLS:
-            seq = ramp(t.sequential(now) / per_h, SEQUENTIAL_SHARE)
-            if seq:
-                add(("sequential", seq))
-        _outcome_signals(t, now, MIN_ENDED, MIN_FINALS, "short-calls", "low-asr", add)
-        return distinct
+        if t.distinct_bound() > FANOUT_RAMP[0]:
+            fan = ramp(t.distinct(now), FANOUT_RAMP)
+            if fan:
+                add(("fan-out", fan))
+        if t.seq_cur + t.seq_prev and t.h_cur + t.h_prev >= SEQUENTIAL_MIN_CALLS:
+            per_h = t.calls(now)[2]
+            if per_h >= SEQUENTIAL_MIN_CALLS:
+                seq = ramp(t.sequential(now) / per_h, SEQUENTIAL_SHARE)
+                if seq:
+                    add(("sequential", seq))
+        if t.end_cur + t.end_prev >= MIN_ENDED or t.fin_cur + t.fin_prev >= MIN_FINALS:
+            _outcome_signals(t, now, MIN_ENDED, MIN_FINALS, "short-calls", "low-asr", add)
 
     def _range_signal(self, t: Traffic, now: float, add: _Add) -> None:
         callers = ramp(t.distinct(now), SNOWSHOE_CALLERS)
@@ -350,13 +392,27 @@ class ReputationEngine:
                 points.append((code, p))
                 if code not in observe:
                     total += p
-        points.sort(key=lambda cp: -cp[1])
-        return Assessment(
-            score=max(0, min(100, round(total))),
-            reasons=tuple(c for c, p in points if p > 0 and c not in observe),
-            observed=tuple(c for c, p in points if c in observe),  # credits too
-            points=tuple(points),
-        )
+        if not points:
+            return NOTHING
+        if len(points) > 1:
+            points.sort(key=_by_points)
+        reasons: list[str] = []
+        observed: list[str] = []
+        for code, p in points:
+            if code in observe:
+                observed.append(code)  # credits too
+            elif p > 0:
+                reasons.append(code)
+        score = round(total)
+        score = 0 if score < 0 else 100 if score > 100 else score
+        return Assessment(score, tuple(reasons), tuple(observed), tuple(points))
+
+
+NOTHING = Assessment(0, (), (), ())
+
+
+def _by_points(cp: tuple[str, float]) -> float:
+    return -cp[1]
 
 
 def _outcome_signals(
