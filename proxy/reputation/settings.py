@@ -47,7 +47,7 @@ class ReputationConfig:
     # memory bounds: least recently seen entries are evicted beyond these
     max_numbers: int = 100_000
     max_ranges: int = 20_000
-    max_peers: int = 4096
+    max_peers: int = 1024
     max_calls: int = 100_000
     # sources whose verstat is believed: the carrier's own verification
     # service or SBC in front of the proxy. A peer could write any verstat on

@@ -42,6 +42,11 @@ ID_PARAM = {
 }
 
 
+def _object(**types: str) -> dict[str, Any]:
+    """A JSON object schema of plain-typed properties."""
+    return {"type": "object", "properties": {k: {"type": t} for k, t in types.items()}}
+
+
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"summary": summary, "responses": {**responses, **AUTH}, **extra}
 
@@ -193,16 +198,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op(
                     "A signed, expiring link to the subscriber's self-service page",
                     {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "url": {"type": "string"},
-                                    "expires_at": {"type": "integer"},
-                                },
-                            },
-                            "the link",
-                        ),
+                        "200": _json(_object(url="string", expires_at="integer"), "the link"),
                         "400": ERR,
                         "404": not_found,
                     },
@@ -222,16 +218,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op(
                     "Import subscribers from CSV (same columns); all rows or none",
                     {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "created": {"type": "integer"},
-                                    "updated": {"type": "integer"},
-                                },
-                            },
-                            "imported",
-                        ),
+                        "200": _json(_object(created="integer", updated="integer"), "imported"),
                         "400": ERR,
                         "413": ERR,
                         "415": ERR,

@@ -10,7 +10,7 @@ from html import escape
 
 from ..admin import AdminApi, Request, Response
 from .links import BadLink, LinkSigner
-from .model import POLICIES, InvalidField, parse_number
+from .model import POLICIES, InvalidField, Subscriber, parse_number
 from .service import SubscriberService, apply_changes
 
 MAX_CONTACT, MAX_DESCRIPTION = 200, 2000
@@ -121,13 +121,10 @@ class Pages:
         except ValueError as exc:
             return page("Robocall blocking", f"<p class=error>{escape(str(exc))}</p>", 400)
         token = form.get("t", "")
-        try:
-            number = self.links.verify(token, time.time())
-        except BadLink as exc:
-            return page("Robocall blocking", f"<p class=error>{escape(str(exc))}</p>", 403)
-        current = self.service.get(number)
-        if current is None:
-            return page("Robocall blocking", "<p class=error>No such subscriber.</p>", 404)
+        current = self._subscriber(token)
+        if isinstance(current, Response):
+            return current
+        number = current.number
         changes = {
             "opted_in": form.get("opted_in") == "on",
             "policy": form.get("policy", ""),
@@ -142,7 +139,8 @@ class Pages:
         await self.service.update(number, changes, "self-service")
         return self._render(token, "", saved=True)
 
-    def _render(self, token: str, problem: str, status: int = 200, saved: bool = False) -> Response:
+    def _subscriber(self, token: str) -> Subscriber | Response:
+        """The subscriber a signed link is for, or the page saying why not."""
         try:
             number = self.links.verify(token, time.time())
         except BadLink as exc:
@@ -150,6 +148,13 @@ class Pages:
         sub = self.service.get(number)
         if sub is None:
             return page("Robocall blocking", "<p class=error>No such subscriber.</p>", 404)
+        return sub
+
+    def _render(self, token: str, problem: str, status: int = 200, saved: bool = False) -> Response:
+        sub = self._subscriber(token)
+        if isinstance(sub, Response):
+            return sub
+        number = sub.number
         choices = "".join(
             f"<option value={p}{' selected' if p == sub.policy else ''}>{_POLICY_TEXT[p]}</option>"
             for p in POLICIES
