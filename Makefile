@@ -46,6 +46,7 @@ unit: $(STAMP)
 ## bench: parse+screen microbenchmark and the SIPp load figure
 bench: $(STAMP) system-deps
 	$(PY) loadtest/bench_core.py
+	$(PY) loadtest/bench_reputation.py
 	$(PY) -m loadtest.accuracy
 	$(PY) loadtest/load_sipp.py
 	$(PY) loadtest/bench_blocklists.py
