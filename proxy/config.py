@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config_table import MODES, ConfigError, Table
+from .peers import PeerConfig, parse_peers
 from .reputation.settings import ReputationConfig, parse_reputation
 from .sip.grammar import is_token
 from .sip.limits import Limits
@@ -44,6 +45,7 @@ class SipConfig:
     advertised_host: str = ""
     record_route: bool = True  # reputation needs BYEs to measure durations
     udp_receive_buffer: int = 8 << 20
+    overload_lag: float = 0.25  # event-loop lag (s) beyond which new calls get 503; 0: never
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -128,6 +130,7 @@ class Config:
     blocklists: BlocklistConfig = field(default_factory=BlocklistConfig)
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     subscribers: SubscriberConfig = field(default_factory=SubscriberConfig)
+    peers: tuple[PeerConfig, ...] = ()
 
     @property
     def public_url(self) -> str:
@@ -165,6 +168,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         blocklists=_blocklists(root.sub("blocklists")),
         reputation=parse_reputation(root.sub("reputation")),
         subscribers=parse_subscribers(root.sub("subscribers")),
+        peers=parse_peers(root.data.pop("peers", None)),
     )
     root.done()
     if cfg.redress.url == PLACEHOLDER_REDRESS_URL and cfg.subscribers.enabled and cfg.admin.enabled:
@@ -200,6 +204,7 @@ def _sip(t: Table) -> SipConfig:
         transports=tuple(dict.fromkeys(transports)),
         advertised_host=_advertised_host(t),
         record_route=t.boolean("record_route", d.record_route),
+        overload_lag=t.number("overload_lag", d.overload_lag, 0.0, 10.0),
         udp_receive_buffer=t.integer("udp_receive_buffer", d.udp_receive_buffer, 0, 1 << 30),
         limits=limits,
     )

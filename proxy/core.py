@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
 
 from .config import Config, RedressConfig, SwitchConfig
 from .events import (
     Address,
+    CallOutcome,
     Dropped,
     Event,
     Forwarded,
     Malformed,
     PingAnswered,
+    Received,
     Replied,
     Screened,
     Send,
+    Shed,
 )
 from .reputation import ReputationEngine
 from .routing import SwitchPool
 from .screening import Action, Pipeline, Verdict
 from .sip import (
+    CallFacts,
     SipParseError,
     SipRequest,
     SipResponse,
@@ -84,8 +89,14 @@ class StatelessProxy:
         pool: SwitchPool,
         nonce: str,
         reputation: ReputationEngine | None = None,
+        timer: Callable[[], float] | None = None,
     ) -> None:
         self.cfg = cfg
+        # an injected monotonic clock, only to measure how long screening
+        # takes; decisions never read it
+        self.timer = timer
+        # set by the worker while its event loop lags: new calls get 503
+        self.overloaded = False
         self.reputation = reputation  # fed every INVITE, final response and BYE it sees
         self.pipeline = pipeline
         self.pool = pool
@@ -123,9 +134,9 @@ class StatelessProxy:
 
     def receive_message(self, msg: SipMessage, source: Address, now: float) -> list[Event]:
         if isinstance(msg, SipResponse):
-            return self._response(msg, now)
+            return [Received("response", msg.cseq_method, msg.status), *self._response(msg, now)]
         try:
-            return self._request(msg, source, now)
+            return [Received("request", msg.method), *self._request(msg, source, now)]
         except SipParseError as exc:  # a header parsed lazily turned out malformed
             exc.headers, exc.is_request = msg.headers, True
             return self.reject(exc, source)
@@ -237,12 +248,17 @@ class StatelessProxy:
         initial = req.to.tag is None
         if initial and method in SCREENED_METHODS:
             call = call_facts(req, source.host, now)
+            if self.overloaded and not _is_sos(req.uri) and not self._emergency(call):
+                return [Shed(method), *reply(503, "Service Unavailable", (("Retry-After", "5"),))]
             if self.reputation is not None:
                 self.reputation.record(call)
                 screened = req.call_id
+            timer = self.timer
+            started = timer() if timer is not None else 0.0
             result = self.pipeline.screen(call)
+            elapsed = timer() - started if timer is not None else 0.0
             action = result.verdict.action
-            events.append(Screened(call, result, action))
+            events.append(Screened(call, result, action, elapsed))
             if action is Action.BLOCK:
                 status = result.verdict.sip_status
                 if status != 603:
@@ -257,7 +273,9 @@ class StatelessProxy:
         from_switch = source.host in self.switch_hosts
         switch: SwitchConfig | None = None
         if method == "BYE" and self.reputation is not None:
-            self.reputation.ended(req.call_id, now)
+            ended = self.reputation.ended(req.call_id, now)
+            if ended is not None:
+                events.append(CallOutcome(ended[0], duration=ended[1]))
         if popped < len(routes):
             dest = self._uri_address(routes[popped].uri)
         elif (
@@ -367,15 +385,24 @@ class StatelessProxy:
                 continue
             out.append((name, value))
         data = serialize(f"SIP/2.0 {resp.status} {resp.reason}", out, resp.body)
+        out_events: list[Event] = [
+            Send(Address(host.strip("[]"), port, transport), data),
+            Forwarded("response", resp.cseq_method, resp.status),
+        ]
         reputation = self.reputation
         if reputation is not None and resp.status >= 200 and resp.cseq_method in SCREENED_METHODS:
-            reputation.final(resp.call_id, resp.status, now)
-        return [
-            Send(Address(host.strip("[]"), port, transport), data),
-            Forwarded("response", resp.cseq_method),
-        ]
+            outcome = reputation.final(resp.call_id, resp.status, now)
+            if outcome is not None:
+                out_events.append(CallOutcome(outcome[0], answered=outcome[1]))
+        return out_events
 
     # -- helpers ---------------------------------------------------------
+
+    def _emergency(self, call: CallFacts) -> bool:
+        """Never shed an emergency call or a PSAP callback (FCC orders)."""
+        stages = self.pipeline.stages
+        first = stages[0].check if stages else None
+        return first is not None and first.name == "emergency" and first.check(call) is not None
 
     def _is_us(self, host: str, port: int | None) -> bool:
         return host in self.local_hosts and (port or 5060) == self.port

@@ -24,9 +24,19 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class Received:
+    """A message parsed; for metrics by kind, method and status class."""
+
+    kind: str  # "request" or "response"
+    method: str  # the request's, or the CSeq method of a response
+    status: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Forwarded:
     kind: str  # "request" or "response"
     method: str
+    status: int = 0  # of a response
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,25 @@ class Screened:
     call: CallFacts
     screening: Screening
     action: Action  # what was done: the verdict, unless it was only observed
+    elapsed: float = 0.0  # seconds the screening took, when the core has a timer
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """What became of a screened call the switch answered or ended, for the
+    per-peer answer-seizure ratio (``answered``) and mean duration
+    (``duration``, at the BYE)."""
+
+    source: str
+    answered: bool | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shed:
+    """A new call refused with 503 because the worker is overloaded."""
+
+    method: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,4 +95,15 @@ class PingAnswered:
     status: int
 
 
-Event = Send | Forwarded | Replied | Dropped | Malformed | Screened | PingAnswered
+Event = (
+    Send
+    | Received
+    | Forwarded
+    | Replied
+    | Dropped
+    | Malformed
+    | Screened
+    | CallOutcome
+    | Shed
+    | PingAnswered
+)

@@ -7,16 +7,105 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .events import Dropped, Event, Forwarded, Malformed, PingAnswered, Replied, Screened, Send
+from .events import (
+    CallOutcome,
+    Dropped,
+    Event,
+    Forwarded,
+    Malformed,
+    PingAnswered,
+    Received,
+    Replied,
+    Screened,
+    Send,
+    Shed,
+)
+from .peers import PeerDirectory
 from .reputation import ReputationEngine
 from .routing import SwitchPool, SwitchState
 from .subscribers.service import SubscriberService
 
+# seconds; screening and transit take tens of µs to a few ms
+LATENCY_BUCKETS = (
+    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3,
+)  # fmt: skip
+
 
 class Metrics:
-    def __init__(self, pool: SwitchPool, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        pool: SwitchPool,
+        registry: CollectorRegistry | None = None,
+        peers: PeerDirectory | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.peers = peers or PeerDirectory(())
         r = self.registry
+        self.messages_in = Counter(
+            "rs_sip_messages_received",
+            "SIP messages parsed, by kind, method and status class (responses)",
+            ["kind", "method", "status_class"],
+            registry=r,
+        )
+        self.messages_out = Counter(
+            "rs_sip_messages_sent",
+            "SIP messages sent: forwarded or answered by the proxy itself",
+            ["kind", "method", "status_class"],
+            registry=r,
+        )
+        self.screening_seconds = Histogram(
+            "rs_screening_duration_seconds",
+            "Time the screening chain took per INVITE or MESSAGE",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.transit_seconds = Histogram(
+            "rs_sip_transit_seconds",
+            "Time from a message's arrival to its forwarded or answered bytes being sent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.peer_calls = Counter(
+            "rs_peer_calls",
+            "Screened INVITEs and MESSAGEs per upstream peer, by action",
+            ["peer", "action"],
+            registry=r,
+        )
+        self.peer_attestation = Counter(
+            "rs_peer_attestation",
+            "Screened calls per upstream peer by STIR/SHAKEN attestation claimed",
+            ["peer", "level"],
+            registry=r,
+        )
+        self.peer_finals = Counter(
+            "rs_peer_call_finals",
+            "Screened INVITEs per peer that got a final response (ASR = answered / all)",
+            ["peer", "answered"],
+            registry=r,
+        )
+        self.peer_talk = Counter(
+            "rs_peer_answered_call_seconds",
+            "Summed duration of answered calls per peer, counted at the BYE (ACD)",
+            ["peer"],
+            registry=r,
+        )
+        self.peer_ended = Counter(
+            "rs_peer_answered_calls_ended",
+            "Answered calls per peer whose BYE the proxy saw",
+            ["peer"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "rs_sip_shed", "New calls refused with 503 while overloaded", ["method"], registry=r
+        )
+        self.overloaded = Gauge(
+            "rs_overloaded", "1 while the worker sheds new calls (event loop lagging)", registry=r
+        )
+        self.loop_lag = Gauge(
+            "rs_event_loop_lag_seconds",
+            "How late the event loop ran a timer, worst over the last second",
+            registry=r,
+        )
         self.received = Counter(
             "rs_sip_received", "SIP messages received", ["transport"], registry=r
         )
@@ -149,10 +238,18 @@ class Metrics:
         for ev in events:
             if isinstance(ev, Send):
                 inc(self.sent_bytes, (ev.dest.transport,), len(ev.data))
+            elif isinstance(ev, Received):
+                inc(self.messages_in, (ev.kind, method_label(ev.method), status_class(ev.status)))
             elif isinstance(ev, Forwarded):
-                inc(self.forwarded, (ev.kind, method_label(ev.method)))
+                method = method_label(ev.method)
+                inc(self.forwarded, (ev.kind, method))
+                inc(self.messages_out, (ev.kind, method, status_class(ev.status)))
             elif isinstance(ev, Replied):
                 inc(self.replied, (str(ev.status),))
+                inc(
+                    self.messages_out,
+                    ("response", method_label(ev.method), f"{ev.status // 100}xx"),
+                )
             elif isinstance(ev, Malformed):
                 inc(self.parse_errors, (str(ev.status),))
             elif isinstance(ev, Dropped):
@@ -164,12 +261,26 @@ class Metrics:
                 for reason in result.verdict.reasons:
                     inc(self.reasons, (action, reason))
                 self.scores.observe(result.verdict.score)
+                if ev.elapsed:
+                    self.screening_seconds.observe(ev.elapsed)
+                peer = self.peers.name_of(ev.call.source)
+                inc(self.peer_calls, (peer, action))
+                inc(self.peer_attestation, (peer, ev.call.attest or "none"))
                 if result.decided_by:
                     inc(self.decided_by, (result.decided_by,))
                 for name, verdict in result.observed:
                     inc(self.observed, (name, verdict.action.value))
                 for name in result.failed:
                     inc(self.check_errors, (name,))
+            elif isinstance(ev, CallOutcome):
+                peer = self.peers.name_of(ev.source)
+                if ev.answered is not None:
+                    inc(self.peer_finals, (peer, "true" if ev.answered else "false"))
+                if ev.duration is not None:
+                    inc(self.peer_talk, (peer,), ev.duration)
+                    inc(self.peer_ended, (peer,))
+            elif isinstance(ev, Shed):
+                inc(self.shed, (method_label(ev.method),))
             elif isinstance(ev, PingAnswered):
                 inc(self.pings, (ev.switch,))
 
@@ -198,6 +309,11 @@ KNOWN_METHODS = frozenset(
 
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
+
+
+def status_class(status: int) -> str:
+    """ "1xx" to "6xx" for responses; "request" for requests (status 0)."""
+    return f"{status // 100}xx" if status else "request"
 
 
 def _up_reader(state: SwitchState) -> Callable[[], float]:

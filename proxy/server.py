@@ -27,6 +27,7 @@ from .config_table import ConfigError
 from .core import StatelessProxy
 from .events import Event, Screened, Send
 from .metrics import Metrics
+from .peers import PeerDirectory
 from .reputation import ReputationEngine
 from .reputation.explain import explain_number
 from .routing import SwitchPool
@@ -42,6 +43,8 @@ from .verdict_log import VerdictLog
 log = logging.getLogger("robocall_shield")
 TOKEN_ENV = "ROBOCALL_SHIELD_TOKEN"
 FREEZE_INTERVAL = 60.0
+LAG_PROBE = 0.1
+CALM_PROBES = 10
 LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
 
 
@@ -67,9 +70,14 @@ class Worker:
                 self.subscribers.index, self.subscribers.global_allow
             )
         self.core = StatelessProxy(
-            cfg, self._pipeline(cfg), self.pool, secrets.token_hex(4), self.reputation
+            cfg,
+            self._pipeline(cfg),
+            self.pool,
+            secrets.token_hex(4),
+            self.reputation,
+            timer=time.perf_counter,
         )
-        self.metrics = Metrics(self.pool)
+        self.metrics = Metrics(self.pool, peers=PeerDirectory(cfg.peers))
         self.metrics.watch_reputation(lambda: self.reputation)
         if self.subscribers is not None:
             self.metrics.watch_subscribers(self.subscribers)
@@ -88,7 +96,7 @@ class Worker:
         self._started = False
         self.admin: AdminApi | None = None
 
-    def dispatch(self, events: list[Event]) -> None:
+    def dispatch(self, events: list[Event], received_at: float | None = None) -> None:
         for ev in events:
             if isinstance(ev, Send):
                 edge = self.udp if ev.dest.transport == "udp" else self.tcp
@@ -96,6 +104,8 @@ class Worker:
                     self.metrics.send_errors.labels(ev.dest.transport).inc()
             elif isinstance(ev, Screened):
                 self.verdicts.write(ev)
+        if received_at is not None and events:
+            self.metrics.transit_seconds.observe(time.monotonic() - received_at)
         self.metrics.record(events)
 
     async def start(self) -> None:
@@ -149,6 +159,7 @@ class Worker:
         self._tasks.append(loop.create_task(self._tcp_sweep()))
         self._tasks.append(loop.create_task(self._flush_verdicts()))
         self._tasks.append(loop.create_task(self._freeze_long_lived()))
+        self._tasks.append(loop.create_task(self._watch_loop_lag()))
         if self.reputation is not None and not sip.record_route:
             log.warning(
                 "record_route is off: BYEs bypass the proxy, so reputation cannot see call "
@@ -257,6 +268,30 @@ class Worker:
         while True:
             await asyncio.sleep(0.1)
             self.verdicts.flush()
+
+    async def _watch_loop_lag(self) -> None:
+        """Measure how late the loop runs a 100 ms timer. Lagging beyond
+        [sip] overload_lag, the worker sheds new calls with 503 (emergency
+        calls excepted) until the lag is back under half of it; better a
+        fast 503 the caller's network retries elsewhere than every call
+        timing out. It takes calls again after a second of small lag."""
+        limit = self.cfg.sip.overload_lag
+        worst, since, calm = 0.0, time.monotonic(), 0
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_PROBE)
+            lag = max(0.0, time.monotonic() - before - LAG_PROBE)
+            worst = max(worst, lag)
+            if limit:
+                calm = calm + 1 if lag < limit / 2 else 0
+                if lag > limit:
+                    self.core.overloaded = True
+                elif calm >= CALM_PROBES:  # a whole second of small lag: take calls again
+                    self.core.overloaded = False
+            self.metrics.overloaded.set(1.0 if self.core.overloaded else 0.0)
+            if time.monotonic() - since >= 1.0:
+                self.metrics.loop_lag.set(worst)
+                worst, since = 0.0, time.monotonic()
 
     async def _freeze_long_lived(self) -> None:
         """Move what has survived into the permanent generation, so a full

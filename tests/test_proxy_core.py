@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxy.core import StatelessProxy
-from proxy.events import Address, Dropped, Event, Forwarded, Replied, Screened, Send
+from proxy.events import Address, Dropped, Event, Forwarded, Received, Replied, Screened, Send
 from proxy.screening import Action
 from proxy.sip import SipRequest, SipResponse, parse_datagram
 from tests.conftest import make_config, make_core
@@ -123,7 +123,8 @@ def test_response_is_relayed_by_popping_our_via() -> None:
     relayed = parse_datagram(send.data)
     assert isinstance(relayed, SipResponse) and relayed.status == 180
     assert [v.host for v in relayed.vias] == ["198.51.100.10"]
-    assert Forwarded("response", "INVITE") in events
+    assert Forwarded("response", "INVITE", 180) in events
+    assert Received("response", "INVITE", 180) in events  # counted by method and status
 
 
 def test_response_with_rport_goes_to_the_source_port() -> None:
@@ -147,14 +148,17 @@ def test_response_to_broadcast_or_foreign_via_is_dropped_and_counted() -> None:
             "SIP/2.0/UDP 255.255.255.255;branch=z9hG4bKy",
         )
     )
-    assert core.receive_datagram(bcast, SWITCH, 0.0) == [Dropped("bad-next-hop", "255.255.255.255")]
+    assert core.receive_datagram(bcast, SWITCH, 0.0) == [
+        Received("response", "INVITE", 200),
+        Dropped("bad-next-hop", "255.255.255.255"),
+    ]
     foreign = response(
         vias=(
             "SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bKx",
             "SIP/2.0/UDP 198.51.100.10;branch=z9hG4bKy",
         )
     )
-    assert core.receive_datagram(foreign, SWITCH, 0.0)[0].reason == "response-not-ours"  # type: ignore[union-attr]
+    assert core.receive_datagram(foreign, SWITCH, 0.0)[-1].reason == "response-not-ours"  # type: ignore[union-attr]
 
 
 def test_options_to_the_proxy_gets_200_and_others_are_forwarded() -> None:
@@ -270,7 +274,10 @@ def test_blocked_caller_gets_603_plus_and_its_ack_is_absorbed() -> None:
     )
     assert resp.to.tag
     ack = request("ACK", to_tag=resp.to.tag)
-    assert core.receive_datagram(ack, PEER, 0.0) == [Dropped("ack-absorbed")]
+    assert core.receive_datagram(ack, PEER, 0.0) == [
+        Received("request", "ACK"),
+        Dropped("ack-absorbed"),
+    ]
     # an ACK for somebody else's final response is forwarded, not absorbed
     assert forwarded(core, request("ACK", to_tag="switch-tag")).method == "ACK"
 
@@ -463,7 +470,7 @@ def test_hostile_values_never_escape_as_other_exceptions() -> None:
             "SIP/2.0/UDP 198.51.100.10;branch=z9hG4bK1;rport=\u00b2",
         )
     )
-    assert core.receive_datagram(weird_rport, SWITCH, 0.0)[0].reason == "bad-next-hop"  # type: ignore[union-attr]
+    assert core.receive_datagram(weird_rport, SWITCH, 0.0)[-1].reason == "bad-next-hop"  # type: ignore[union-attr]
 
 
 def test_bare_lf_cannot_smuggle_headers() -> None:

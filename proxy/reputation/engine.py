@@ -67,7 +67,7 @@ class Assessment(NamedTuple):
 class _Call:
     """A call in progress, to attribute its outcome to the right keys."""
 
-    __slots__ = ("answered_at", "caller", "final", "invite", "peer", "range", "run")
+    __slots__ = ("answered_at", "caller", "final", "invite", "peer", "range", "run", "source")
 
     def __init__(
         self,
@@ -76,8 +76,10 @@ class _Call:
         peer: PeerTraffic,
         rng: Traffic | None,
         run: int,
+        source: str,
     ) -> None:
         self.invite = invite
+        self.source = source
         self.caller = caller
         self.peer = peer
         self.range = rng
@@ -144,7 +146,7 @@ class ReputationEngine:
                 caller.dialled(callee, SEQUENTIAL_GAP)
             rng = self.ranges.touch(key // 1000, now)
             rng.call(now, key)
-        calls[cid] = _Call(call.method == "INVITE", caller, peer, rng, run)
+        calls[cid] = _Call(call.method == "INVITE", caller, peer, rng, run, call.source)
         if len(calls) > self.max_calls:
             calls.popitem(last=False)  # the oldest call; its outcome goes uncounted
 
@@ -157,15 +159,16 @@ class ReputationEngine:
         while len(finished) > self.max_calls:
             finished.popitem(last=False)
 
-    def final(self, call_id: str, status: int, now: float) -> None:
-        """The first final response to a recorded INVITE, relayed from the switch."""
+    def final(self, call_id: str, status: int, now: float) -> tuple[str, bool] | None:
+        """The first final response to a recorded INVITE, relayed from the
+        switch. Returns (source, answered) when it counted."""
         cid = hash(call_id)
         rec = self.calls.get(cid)
         if rec is None or rec.final:
-            return
+            return None
         if not rec.invite:
             self._finish(cid)
-            return
+            return None
         rec.final = True
         answered = 200 <= status < 300
         for t in (rec.caller, rec.peer, rec.range):
@@ -175,20 +178,24 @@ class ReputationEngine:
             rec.answered_at = now
         else:
             self._finish(cid)
+        return rec.source, answered
 
-    def ended(self, call_id: str, now: float) -> None:
-        """A BYE: the call's duration tells a short call from a normal one."""
+    def ended(self, call_id: str, now: float) -> tuple[str, float] | None:
+        """A BYE: the call's duration tells a short call from a normal one.
+        Returns (source, duration) of an answered call."""
         cid = hash(call_id)
         rec = self.calls.get(cid)
         if rec is None:
-            return
+            return None
         self._finish(cid)
         if rec.answered_at is None:
-            return
-        short = now - rec.answered_at < self.short_s
+            return None
+        duration = now - rec.answered_at
+        short = duration < self.short_s
         for t in (rec.caller, rec.peer, rec.range):
             if t is not None:
                 t.ended(now, short)
+        return rec.source, duration
 
     def tracking(self, call_id: str) -> bool:
         """Whether a call is awaiting its outcome."""

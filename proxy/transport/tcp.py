@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import cast
 
 from ..core import StatelessProxy
-from ..events import Address, Event
+from ..events import Address
 from ..sip import KeepAlivePing, Limits, SipParseError, StreamFramer
+from .udp import Dispatch
 
 log = logging.getLogger("robocall_shield.tcp")
 Key = tuple[str, int]
@@ -51,7 +52,7 @@ class TcpConnection(asyncio.Protocol):
             framed = self.framer.feed(data)
         except SipParseError as exc:
             # The stream cannot be resynchronised: say so if we can, then close.
-            self.edge.dispatch(self.edge.core.reject(exc, self.peer))
+            self.edge.dispatch(self.edge.core.reject(exc, self.peer), None)
             self.transport.close()
             return
         for event in framed:
@@ -63,9 +64,9 @@ class TcpConnection(asyncio.Protocol):
             try:
                 msg = self.framer.parse(event)
             except SipParseError as exc:
-                self.edge.dispatch(self.edge.core.reject(exc, self.peer))
+                self.edge.dispatch(self.edge.core.reject(exc, self.peer), now)
                 continue  # framed by Content-Length, so the stream is still in step
-            self.edge.dispatch(self.edge.core.receive_message(msg, self.peer, now))
+            self.edge.dispatch(self.edge.core.receive_message(msg, self.peer, now), now)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None:
@@ -82,9 +83,7 @@ class TcpConnection(asyncio.Protocol):
 
 
 class TcpEdge:
-    def __init__(
-        self, core: StatelessProxy, dispatch: Callable[[list[Event]], None], limits: Limits
-    ) -> None:
+    def __init__(self, core: StatelessProxy, dispatch: Dispatch, limits: Limits) -> None:
         self.core = core
         self.dispatch = dispatch
         self.limits = limits

@@ -11,9 +11,12 @@ from typing import Any, cast
 from ..core import StatelessProxy
 from ..events import Address, Event
 
+# the edge hands the core's events over with the time the message arrived
+Dispatch = Callable[[list[Event], float | None], None]
+
 
 class UdpEdge(asyncio.DatagramProtocol):
-    def __init__(self, core: StatelessProxy, dispatch: Callable[[list[Event]], None]) -> None:
+    def __init__(self, core: StatelessProxy, dispatch: Dispatch) -> None:
         self.core = core
         self.dispatch = dispatch
         self.transport: asyncio.DatagramTransport | None = None
@@ -27,7 +30,8 @@ class UdpEdge(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
         self.on_receive()
         source = Address(str(addr[0]), int(addr[1]), "udp")
-        self.dispatch(self.core.receive_datagram(data, source, time.monotonic()))
+        now = time.monotonic()
+        self.dispatch(self.core.receive_datagram(data, source, now), now)
 
     def error_received(self, exc: Exception) -> None:
         self.on_error()  # ICMP errors from earlier sends; nothing to retry statelessly

@@ -14,7 +14,8 @@ from urllib.request import Request, urlopen
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from proxy.subscribers.links import LinkSigner
 from tests.test_server import free_port
@@ -38,6 +39,14 @@ def api(live: LiveWorker, method: str, path: str, body: Any = None) -> Any:
         req.add_header("Content-Type", "application/json")
     with urlopen(req, timeout=5) as r:
         return json.load(r)
+
+
+def submit(driver: WebDriver, button: str) -> None:
+    """Click a form's button and wait for the next page: a click returns
+    before the browser has navigated, so the old page could be read."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, button).click()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(old))
 
 
 def text(driver: WebDriver) -> str:
@@ -68,7 +77,7 @@ def test_subscriber_turns_blocking_on_through_the_link(
     Select(browser.find_element(By.ID, "policy")).select_by_value("block-all-suspected")
     browser.find_element(By.ID, "allow").send_keys("\n212-555-0142")
     browser.find_element(By.ID, "block").send_keys("+12125550166")
-    browser.find_element(By.ID, "save").click()
+    submit(browser, "save")
 
     assert browser.find_element(By.ID, "saved").text == "Saved."
     assert browser.find_element(By.ID, "opted_in").is_selected()
@@ -106,7 +115,7 @@ def test_a_caller_files_a_dispute(browser: WebDriver, live: LiveWorker) -> None:
     browser.find_element(By.ID, "called").send_keys("+13125550187")
     browser.find_element(By.ID, "contact").send_keys("pharmacy@example.com")
     browser.find_element(By.ID, "description").send_keys("Refill reminders to our patients.")
-    browser.find_element(By.ID, "submit").click()
+    submit(browser, "submit")
 
     assert browser.title == "Dispute received"
     number = browser.find_element(By.CSS_SELECTOR, "p.ok strong").text
@@ -122,7 +131,7 @@ def test_html_in_the_redress_form_is_refused_and_kept(browser: WebDriver, live: 
     browser.find_element(By.ID, "number").send_keys("+12125550188")
     browser.find_element(By.ID, "contact").send_keys("<b>me</b>@example.com")
     browser.find_element(By.ID, "description").send_keys("It's <i>urgent</i> & odd")
-    browser.find_element(By.ID, "submit").click()
+    submit(browser, "submit")
 
     problem = browser.find_element(By.ID, "problem")
     assert "remove the characters < and >" in problem.text

@@ -1,0 +1,77 @@
+"""Upstream peers by name: ``[[peers]]`` in the config maps source addresses
+and CIDRs to a trunk name, the label metrics and dashboards use. Anything
+else is ``unknown``, so the label set stays bounded by the config."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from .config_table import ConfigError, Table
+
+UNKNOWN = "unknown"
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    name: str
+    addresses: tuple[str, ...]
+
+
+def parse_peers(value: Any) -> tuple[PeerConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("peers", "expected [[peers]] tables")
+    out: list[PeerConfig] = []
+    for i, item in enumerate(value):
+        t = Table(item, f"peers[{i}]")
+        name = t.string("name", "")
+        if not name or not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+            raise ConfigError(f"peers[{i}].name", "expected a name of letters, digits, - and _")
+        if name == UNKNOWN or any(p.name == name for p in out):
+            raise ConfigError(f"peers[{i}].name", f"{name!r} is reserved or used twice")
+        addresses = t.strings("addresses", ())
+        if not addresses:
+            raise ConfigError(f"peers[{i}].addresses", "list at least one address or CIDR")
+        for j, text in enumerate(addresses):
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"peers[{i}].addresses[{j}]", f"{text!r} is not an address or CIDR"
+                ) from None
+        t.done()
+        out.append(PeerConfig(name, addresses))
+    return tuple(out)
+
+
+class PeerDirectory:
+    """Source address -> peer name, memoised (bounded) per address."""
+
+    def __init__(self, peers: tuple[PeerConfig, ...]) -> None:
+        self.names = (*(p.name for p in peers), UNKNOWN)
+        self._nets: list[tuple[_Network, str]] = sorted(
+            ((ipaddress.ip_network(a, strict=False), p.name) for p in peers for a in p.addresses),
+            key=lambda nn: -nn[0].prefixlen,  # the most specific match wins
+        )
+        self._memo: dict[str, str] = {}
+
+    def name_of(self, host: str) -> str:
+        name = self._memo.get(host)
+        if name is None:
+            name = UNKNOWN
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                ip = None
+            if ip is not None:
+                for net, peer in self._nets:
+                    if ip in net:
+                        name = peer
+                        break
+            if len(self._memo) < 65536:
+                self._memo[host] = name
+        return name
