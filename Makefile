@@ -19,8 +19,10 @@ run: $(STAMP)
 	$(VENV)/bin/robocall-shield serve $(if $(CONFIG),--config $(CONFIG))
 
 ## system-deps: Debian packages the tests need: SIPp (sip-tester), and headless
-## Chromium with its WebDriver for the browser tests of the web pages
-SYSTEM_DEPS := sipp:sip-tester chromium:chromium chromedriver:chromium-driver
+## Chromium with its WebDriver for the browser tests of the web pages, and
+## Prometheus (with promtool) for the metrics, dashboard and alert tests
+SYSTEM_DEPS := sipp:sip-tester chromium:chromium chromedriver:chromium-driver \
+  prometheus:prometheus promtool:prometheus
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
 	  command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep##*:}"; done; \

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .events import (
     CallOutcome,
@@ -22,6 +25,7 @@ from .events import (
 )
 from .peers import PeerDirectory
 from .reputation import ReputationEngine
+from .reputation.traffic import TrafficTable
 from .routing import SwitchPool, SwitchState
 from .subscribers.service import SubscriberService
 
@@ -155,18 +159,6 @@ class Metrics:
             buckets=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
             registry=r,
         )
-        self.reputation_tracked = Gauge(
-            "rs_reputation_tracked",
-            "Entries held by the reputation engine, by table (bounded by [reputation] max_*)",
-            ["table"],
-            registry=r,
-        )
-        self.reputation_evicted = Gauge(
-            "rs_reputation_evicted",
-            "Entries evicted as least recently seen since start, by table",
-            ["table"],
-            registry=r,
-        )
         self.pings = Counter(
             "rs_switch_ping_responses", "OPTIONS health-check responses", ["switch"], registry=r
         )
@@ -178,29 +170,9 @@ class Metrics:
             self.switch_up.labels(state.cfg.name).set_function(_up_reader(state))
 
     def watch_reputation(self, engine: Callable[[], ReputationEngine | None]) -> None:
-        """Gauges read at scrape time; ``engine`` is asked each time since a
-        reload can replace or remove the engine."""
-
-        def size(table: str) -> Callable[[], float]:
-            def read() -> float:
-                e = engine()
-                if e is None:
-                    return 0.0
-                return float(len(e.calls) if table == "calls" else len(getattr(e, table)))
-
-            return read
-
-        def evicted(table: str) -> Callable[[], float]:
-            def read() -> float:
-                e = engine()
-                return float(getattr(e, table).evicted) if e is not None else 0.0
-
-            return read
-
-        for table in ("callers", "ranges", "peers", "calls"):
-            self.reputation_tracked.labels(table).set_function(size(table))
-        for table in ("callers", "ranges", "peers"):
-            self.reputation_evicted.labels(table).set_function(evicted(table))
+        """Read at scrape time; ``engine`` is asked each time since a reload
+        can replace or remove the engine."""
+        self.registry.register(_ReputationCollector(engine))
 
     def watch_subscribers(self, service: SubscriberService) -> None:
         subscribers = Gauge(
@@ -305,6 +277,36 @@ KNOWN_METHODS = frozenset(
         "PUBLISH",
     ]
 )
+
+
+class _ReputationCollector(Collector):
+    """The reputation engine's table sizes (gauges) and evictions (counters)."""
+
+    def __init__(self, engine: Callable[[], ReputationEngine | None]) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        e = self.engine()
+        tracked = GaugeMetricFamily(
+            "rs_reputation_tracked",
+            "Entries held by the reputation engine, by table (bounded by [reputation] max_*)",
+            labels=["table"],
+        )
+        evicted = CounterMetricFamily(
+            "rs_reputation_evicted",
+            "Entries evicted as least recently seen since start, by table",
+            labels=["table"],
+        )
+        tables: dict[str, TrafficTable[Any]] = (
+            {"callers": e.callers, "ranges": e.ranges, "peers": e.peers} if e else {}
+        )
+        for name in ("callers", "ranges", "peers"):
+            table = tables.get(name)
+            tracked.add_metric([name], float(len(table)) if table is not None else 0.0)
+            evicted.add_metric([name], float(table.evicted) if table is not None else 0.0)
+        tracked.add_metric(["calls"], float(len(e.calls)) if e else 0.0)
+        yield tracked
+        yield evicted
 
 
 def method_label(method: str) -> str:
