@@ -78,6 +78,18 @@ class Table:
             keys.add(key)
         return frozenset(keys)
 
+    def networks(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """A list of addresses or CIDRs, each checked."""
+        values = self.strings(name, default)
+        for i, text in enumerate(values):
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{self.key(name)}[{i}]", f"{text!r} is not an address or CIDR"
+                ) from None
+        return values
+
     def ip(self, name: str, default: str) -> str:
         value = self.string(name, default)
         try:

@@ -33,16 +33,9 @@ def parse_peers(value: Any) -> tuple[PeerConfig, ...]:
             raise ConfigError(f"peers[{i}].name", "expected a name of letters, digits, - and _")
         if name == UNKNOWN or any(p.name == name for p in out):
             raise ConfigError(f"peers[{i}].name", f"{name!r} is reserved or used twice")
-        addresses = t.strings("addresses", ())
+        addresses = t.networks("addresses")
         if not addresses:
             raise ConfigError(f"peers[{i}].addresses", "list at least one address or CIDR")
-        for j, text in enumerate(addresses):
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise ConfigError(
-                    f"peers[{i}].addresses[{j}]", f"{text!r} is not an address or CIDR"
-                ) from None
         t.done()
         out.append(PeerConfig(name, addresses))
     return tuple(out)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from blocklists.slot import ArtefactSlot
 from proxy.config import Config, parse_config
 from proxy.core import StatelessProxy
+from proxy.reputation import ReputationEngine
 from proxy.routing import SwitchPool
 from proxy.screening import build_pipeline
 
@@ -52,3 +55,23 @@ def make_core(cfg: Config | None = None) -> StatelessProxy:
     return StatelessProxy(
         cfg, build_pipeline(cfg.screening), SwitchPool(cfg.switches, cfg.routing), "t"
     )
+
+
+def make_reputation_core(
+    slot: ArtefactSlot | None = None,
+    timer: Callable[[], float] | None = None,
+    **sections: Any,
+) -> tuple[StatelessProxy, ReputationEngine]:
+    """A core with a reputation engine behind its screening, as the worker builds it."""
+    cfg = make_config(**sections)
+    slot = slot or ArtefactSlot()
+    engine = ReputationEngine(cfg.reputation, slot)
+    core = StatelessProxy(
+        cfg,
+        build_pipeline(cfg.screening, slot, cfg.blocklists, engine),
+        SwitchPool(cfg.switches, cfg.routing),
+        "t",
+        engine,
+        timer=timer,
+    )
+    return core, engine

@@ -11,19 +11,15 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from blocklists.slot import ArtefactSlot
 from proxy.config import parse_config
 from proxy.config_table import ConfigError
 from proxy.core import StatelessProxy
 from proxy.events import CallOutcome, Forwarded, Received, Replied, Screened, Shed
 from proxy.metrics import Metrics, status_class
 from proxy.peers import UNKNOWN, PeerDirectory, parse_peers
-from proxy.reputation import ReputationEngine
-from proxy.routing import SwitchPool
-from proxy.screening import build_pipeline
 from proxy.server import Worker
 from proxy.sip import SipRequest, parse_datagram
-from tests.conftest import make_config
+from tests.conftest import make_reputation_core
 from tests.sipmsg import request, response
 from tests.test_proxy_core import PEER, SWITCH, one_send
 
@@ -45,18 +41,8 @@ class Clock:
 
 
 def core_with(**sections: Any) -> tuple[StatelessProxy, Metrics]:
-    cfg = make_config(peers=PEERS, **sections)
-    slot = ArtefactSlot()
-    engine = ReputationEngine(cfg.reputation, slot)
-    core = StatelessProxy(
-        cfg,
-        build_pipeline(cfg.screening, slot, cfg.blocklists, engine),
-        SwitchPool(cfg.switches, cfg.routing),
-        "t",
-        engine,
-        timer=Clock(),
-    )
-    return core, Metrics(core.pool, peers=PeerDirectory(cfg.peers))
+    core, _ = make_reputation_core(timer=Clock(), peers=PEERS, **sections)
+    return core, Metrics(core.pool, peers=PeerDirectory(core.cfg.peers))
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:

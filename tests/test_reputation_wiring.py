@@ -30,7 +30,7 @@ from proxy.screening.list_checks import BlocklistCheck
 from proxy.server import Worker
 from proxy.sip import SipRequest, SipResponse, parse_datagram
 from proxy.verdict_log import VerdictLog, format_verdict
-from tests.conftest import make_config
+from tests.conftest import make_config, make_reputation_core
 from tests.sipmsg import request, response
 from tests.test_server import free_port
 
@@ -43,17 +43,7 @@ TOKEN = "test-token-0123456789abcdef"
 def rep_core(
     slot: ArtefactSlot | None = None, **sections: Any
 ) -> tuple[StatelessProxy, ReputationEngine]:
-    cfg = make_config(**sections)
-    slot = slot or ArtefactSlot()
-    engine = ReputationEngine(cfg.reputation, slot)
-    core = StatelessProxy(
-        cfg,
-        build_pipeline(cfg.screening, slot, cfg.blocklists, engine),
-        SwitchPool(cfg.switches, cfg.routing),
-        "t",
-        engine,
-    )
-    return core, engine
+    return make_reputation_core(slot, **sections)
 
 
 def one_send(events: list[Event]) -> Send:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 
 from ..config_table import MODES, ConfigError, Table
@@ -78,18 +77,11 @@ def parse_reputation(t: Table) -> ReputationConfig:
         max_ranges=t.integer("max_ranges", d.max_ranges, 100, 1_000_000),
         max_peers=t.integer("max_peers", d.max_peers, 1, 100_000),
         max_calls=t.integer("max_calls", d.max_calls, 100, 10_000_000),
-        verstat_from=t.strings("verstat_from", d.verstat_from),
+        verstat_from=t.networks("verstat_from", d.verstat_from),
         weights=weights,
         modes=modes,
     )
     t.done()
-    for i, text in enumerate(cfg.verstat_from):
-        try:
-            ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"reputation.verstat_from[{i}]", f"{text!r} is not an address or CIDR"
-            ) from None
     if cfg.block_at < cfg.label_at:
         raise ConfigError("reputation.block_at", "must not be below reputation.label_at")
     return cfg

@@ -18,6 +18,13 @@ ENTRY = {
     "description": "a number, or an E.164 prefix ending in * (+1900*)",
 }
 LIST = {"type": "array", "items": ENTRY, "maxItems": MAX_LIST_ENTRIES}
+SETTINGS = {  # what a subscriber's record holds besides the number
+    "opted_in": {"type": "boolean"},
+    "policy": {"type": "string", "enum": list(POLICIES)},
+    "reject_anonymous": {"type": "boolean"},
+    "allow": LIST,
+    "block": LIST,
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -88,25 +95,12 @@ def openapi_document() -> dict[str, Any]:
                         "allow",
                         "block",
                     ],
-                    "properties": {
-                        "number": NUMBER,
-                        "opted_in": {"type": "boolean"},
-                        "policy": {"type": "string", "enum": list(POLICIES)},
-                        "reject_anonymous": {"type": "boolean"},
-                        "allow": LIST,
-                        "block": LIST,
-                    },
+                    "properties": {"number": NUMBER, **SETTINGS},
                 },
                 "Changes": {
                     "type": "object",
                     "additionalProperties": False,
-                    "properties": {
-                        "opted_in": {"type": "boolean"},
-                        "policy": {"type": "string", "enum": list(POLICIES)},
-                        "reject_anonymous": {"type": "boolean"},
-                        "allow": LIST,
-                        "block": LIST,
-                    },
+                    "properties": SETTINGS,
                 },
                 "Audit": {
                     "type": "object",
