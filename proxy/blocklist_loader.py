@@ -58,6 +58,8 @@ class BlocklistLoader:
         self.reloads = Counter(
             "rs_blocklist_reloads", "Blocklist artefact reloads", ["outcome"], registry=registry
         )
+        for outcome in ("loaded", "unchanged", "error"):
+            self.reloads.labels(outcome)  # at 0 from the start, so rate() and alerts see them
         self.info = Info("rs_blocklist", "The blocklist artefact in use", registry=registry)
         entries = Gauge(
             "rs_blocklist_entries", "Entries in the artefact in use", ["kind"], registry=registry

@@ -83,7 +83,8 @@ class Metrics:
         )
         self.peer_finals = Counter(
             "rs_peer_call_finals",
-            "Screened INVITEs per peer that got a final response (ASR = answered / all)",
+            "Final responses from a switch to screened INVITEs, per peer (ASR = answered / "
+            "all); the proxy's own rejections are not seizures and are not counted",
             ["peer", "answered"],
             registry=r,
         )
