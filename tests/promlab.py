@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .e2e.conftest import Lab
-from .e2e.harness import HOST, SCENARIOS, ProxyProcess, SippRun, free_port
+from .e2e.harness import HOST, SCENARIOS, ProxyProcess, SippRun, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "config" / "grafana" / "robocall-shield.json"
@@ -246,15 +246,7 @@ class PrometheusServer:
             return False
 
     def stop(self) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(self.process, grace=10.0)
 
     def output(self) -> str:
         try:
