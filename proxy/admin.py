@@ -64,6 +64,8 @@ class Request:
             return json.loads(self.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("body is nested too deeply") from None
 
     def form(self) -> dict[str, str]:
         try:
@@ -175,17 +177,17 @@ class AdminApi:
         route, params, allowed = self._match(method, path)
         limit = route.max_body if route is not None else MAX_BODY
         length = headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > limit:
+        if not (length.isascii() and length.isdigit()) or int(length) > limit:
             return error(413, f"body over {limit} bytes")
+        if route is not None and route.auth:
+            denied = self._denied(headers)
+            if denied is not None:  # answered before reading a body it may not send
+                return denied
         body = await read_body(int(length))
         if route is None:
             if allowed:
                 return error(405, f"{method} is not allowed; use {' or '.join(sorted(allowed))}")
             return error(404, f"no such endpoint {path!r}")
-        if route.auth:
-            denied = self._denied(headers)
-            if denied is not None:
-                return denied
         try:
             query_args = dict(parse_qsl(query, keep_blank_values=True, max_num_fields=50))
         except ValueError:

@@ -134,7 +134,8 @@ class StatelessProxy:
 
     def receive_message(self, msg: SipMessage, source: Address, now: float) -> list[Event]:
         if isinstance(msg, SipResponse):
-            return [Received("response", msg.cseq_method, msg.status), *self._response(msg, now)]
+            received = Received("response", msg.cseq_method, msg.status)
+            return [received, *self._response(msg, source, now)]
         try:
             return [Received("request", msg.method), *self._request(msg, source, now)]
         except SipParseError as exc:  # a header parsed lazily turned out malformed
@@ -250,9 +251,8 @@ class StatelessProxy:
             call = call_facts(req, source.host, now)
             if self.overloaded and not _is_sos(req.uri) and not self._emergency(call):
                 return [Shed(method), *reply(503, "Service Unavailable", (("Retry-After", "5"),))]
-            if self.reputation is not None:
-                self.reputation.record(call)
-                screened = req.call_id
+            if self.reputation is not None and self.reputation.record(call, branch):
+                screened = req.call_id  # recorded now: forget it if answered here
             timer = self.timer
             started = timer() if timer is not None else 0.0
             result = self.pipeline.screen(call)
@@ -350,7 +350,7 @@ class StatelessProxy:
 
     # -- responses -------------------------------------------------------
 
-    def _response(self, resp: SipResponse, now: float) -> list[Event]:
+    def _response(self, resp: SipResponse, source: Address, now: float) -> list[Event]:
         top = resp.vias[0]
         if not self._is_us(top.host, top.port):
             return [Dropped("response-not-ours", top.sent_by)]
@@ -390,7 +390,12 @@ class StatelessProxy:
             Forwarded("response", resp.cseq_method, resp.status),
         ]
         reputation = self.reputation
-        if reputation is not None and resp.status >= 200 and resp.cseq_method in SCREENED_METHODS:
+        if (
+            reputation is not None
+            and resp.status >= 200
+            and resp.cseq_method in SCREENED_METHODS
+            and source.host in self.switch_hosts  # a peer must not answer its own calls
+        ):
             outcome = reputation.final(resp.call_id, resp.status, now)
             if outcome is not None:
                 out_events.append(CallOutcome(outcome[0], answered=outcome[1]))

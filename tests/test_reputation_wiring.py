@@ -433,3 +433,33 @@ async def test_reload_applies_weights_at_once_and_keeps_the_traffic() -> None:
         assert worker.core.reputation is worker.reputation
     finally:
         await worker.stop()
+
+
+def test_a_bye_before_the_answer_does_not_hide_the_failed_final() -> None:
+    core, engine = rep_core()
+    _, fwd = invite(core, 10.0, "early")
+    assert isinstance(fwd, SipRequest)
+    bye(core, "early", 10.5)  # a caller hanging up with BYE instead of CANCEL
+    switch_answers(core, fwd, 487, 11.0)
+    assert traffic(engine, 12125550142).outcomes(11.0)[:2] == (1.0, 0.0)  # a final, unanswered
+
+
+def test_a_final_response_from_a_peer_is_relayed_but_not_counted() -> None:
+    core, engine = rep_core()
+    _, fwd = invite(core, 10.0, "forge")
+    assert isinstance(fwd, SipRequest)
+    vias = tuple(v for k, _, v in fwd.headers if k == "via")
+    forged = response(200, "OK", vias=vias, call_id="forge")
+    core.receive_datagram(forged, PEER, 10.2)  # the caller answering its own call
+    assert traffic(engine, 12125550142).outcomes(10.2)[0] == 0.0
+    switch_answers(core, fwd, 486, 11.0)  # the switch's real answer still counts
+    assert traffic(engine, 12125550142).outcomes(11.0)[:2] == (1.0, 0.0)
+
+
+def test_new_invites_reusing_a_call_id_are_new_calls_but_retransmissions_are_not() -> None:
+    core, engine = rep_core()
+    for i in range(5):  # one Call-ID, five transactions (new branch and CSeq each time)
+        data = request(call_id="reused", branch=f"z9hG4bK-r{i}", cseq=101 + i)
+        core.receive_datagram(data, PEER, 10.0 + i * 0.1)
+        core.receive_datagram(data, PEER, 10.05 + i * 0.1)  # and its retransmission
+    assert traffic(engine, 12125550142).calls(10.5)[2] == 5.0

@@ -1011,3 +1011,42 @@ async def _cancel_the_rest() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_request_without_a_token_is_refused_before_its_body_is_read(live: Live) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.admin)
+    writer.write(  # announces 60 MiB, sends none of it: the 401 must not wait for it
+        b"POST /api/v1/subscribers.csv HTTP/1.1\r\nContent-Type: text/csv\r\n"
+        b"Content-Length: 62914560\r\n\r\n"
+    )
+    r = parse_reply(await asyncio.wait_for(reader.read(), 5))
+    writer.close()
+    assert r.status == 401
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(live: Live) -> None:
+    await live.api("PUT", f"/subscribers/{ALICE}", {"opted_in": True})
+    nested = b"[" * 50000 + b"]" * 50000
+    r = await live.api("PATCH", f"/subscribers/{ALICE}", nested, ctype="application/json")
+    assert r.status == 400 and r.json()["field"] == "body"
+
+
+def test_the_rate_limit_keeps_nothing_for_refused_sources() -> None:
+    from proxy.subscribers.pages import RateLimit
+
+    limit = RateLimit(limit=1, window=3600, total=2)
+    assert limit.allow("a", 0.0) and limit.allow("b", 1.0)
+    for i in range(1000):  # the overall cap is reached: every new source is refused
+        assert not limit.allow(f"203.0.113.{i}", 2.0)
+    assert set(limit.events) == {"a", "b"}
+    assert limit.allow("c", 3601.5)  # the window moved on
+
+
+def test_a_link_with_non_ascii_characters_is_just_invalid() -> None:
+    from proxy.subscribers.links import BadLink
+
+    signer = LinkSigner(b"k" * 32, "http://x", 60)
+    good = signer.token(13125550187, 100)
+    with pytest.raises(BadLink):
+        signer.verify(good[:-2] + "é", 10.0)
+    assert signer.verify(good, 10.0) == 13125550187

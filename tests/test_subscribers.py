@@ -5,6 +5,7 @@ the pages and SIP on a live worker are in test_subscriber_api.py."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections import Counter
@@ -381,7 +382,7 @@ async def test_csv_export_import_round_trip(service: SubscriberService, tmp_path
     ]  # fmt: skip
     for s in originals:
         await service.put(s, "api")
-    exported = service.export_csv()
+    exported = await service.export_csv()
     lines = exported.splitlines()
     assert lines[0] == HEADER and len(lines) == 4
     assert lines[1] == (
@@ -392,7 +393,7 @@ async def test_csv_export_import_round_trip(service: SubscriberService, tmp_path
         assert await fresh.import_csv(exported, "csv") == (3, 0)
         assert fresh.index == service.index
         assert fresh.by_policy() == service.by_policy()
-        assert fresh.export_csv() == exported
+        assert await fresh.export_csv() == exported
         # importing the same file again changes nothing and audits nothing
         audits = len(await fresh.audit(ALICE))
         assert await fresh.import_csv(exported, "csv") == (0, 0)
@@ -737,3 +738,19 @@ def test_reputation_blocks_only_for_opted_in_subscribers_with_a_block_policy(
     assert [name for name, _ in result.observed] == ["dno"]
     # a clean caller scores below label_at: it passes whatever the policy
     assert pipeline.screen(call(f"+{CALLER}", ALICE)).verdict.action is Action.PASS
+
+
+async def test_concurrent_edits_of_one_subscriber_both_land(tmp_path: Path) -> None:
+    service = SubscriberService(tmp_path / "s.sqlite3")
+    try:
+        await service.put(Subscriber(ALICE, opted_in=True), "api")
+        await asyncio.gather(
+            service.update(ALICE, {"policy": "block-all-suspected"}, "portal"),
+            service.update(ALICE, {"block": ["+12125550166"]}, "self-service"),
+        )
+        after = service.get(ALICE)
+        assert after is not None and after.policy == "block-all-suspected"
+        assert after.block.entries() == ["+12125550166"]
+        assert service.store.get(ALICE) == after  # the database agrees with the index
+    finally:
+        service.close()

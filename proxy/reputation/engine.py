@@ -98,7 +98,9 @@ class ReputationEngine:
         # OrderedDicts: popping the oldest of a plain dict that has seen many
         # deletions scans the holes they left, O(n) per call
         self.calls: OrderedDict[int, _Call] = OrderedDict()
-        self.finished: OrderedDict[int, None] = OrderedDict()  # recently finished calls
+        # transactions recorded lately (by branch): a retransmission, even
+        # after its call has finished or been evicted, is not a new call
+        self.seen: OrderedDict[int, None] = OrderedDict()
         # `now` is whatever clock the caller uses (the proxy: monotonic);
         # adding this gives Unix time, which complaint ages are counted in
         self.wall_offset = 0.0
@@ -116,6 +118,8 @@ class ReputationEngine:
             table.trim()
         while len(self.calls) > cfg.max_calls:
             self.calls.popitem(last=False)
+        while len(self.seen) > cfg.max_calls:
+            self.seen.popitem(last=False)
         self.weights = dict(cfg.weights)
         self.observe = frozenset(c for c, m in cfg.modes.items() if m == "observe")
         self.max_calls = cfg.max_calls
@@ -126,12 +130,19 @@ class ReputationEngine:
 
     # -- what the proxy saw ----------------------------------------------
 
-    def record(self, call: CallFacts) -> None:
-        """An initial INVITE or MESSAGE; a retransmission is not counted twice."""
+    def record(self, call: CallFacts, txn: str | None = None) -> bool:
+        """An initial INVITE or MESSAGE. ``txn`` identifies its transaction
+        (the proxy's branch): a retransmission is not counted twice, but a
+        new INVITE reusing a Call-ID is a new call. True when recorded."""
         calls = self.calls
         cid = hash(call.call_id)
-        if cid in calls or cid in self.finished:
-            return
+        tid = hash(txn) if txn is not None else cid
+        seen = self.seen
+        if tid in seen:
+            return False
+        seen[tid] = None
+        if len(seen) > self.max_calls:
+            seen.popitem(last=False)
         now = call.received
         callee = call.callee_key
         peer = self.peers.touch(call.source, now)
@@ -146,18 +157,14 @@ class ReputationEngine:
                 caller.dialled(callee, SEQUENTIAL_GAP)
             rng = self.ranges.touch(key // 1000, now)
             rng.call(now, key)
+        calls.pop(cid, None)  # a reused Call-ID: outcomes belong to the newest call
         calls[cid] = _Call(call.method == "INVITE", caller, peer, rng, run, call.source)
         if len(calls) > self.max_calls:
             calls.popitem(last=False)  # the oldest call; its outcome goes uncounted
+        return True
 
     def _finish(self, cid: int) -> None:
-        """Drop a call, remembering it for a while: a retransmitted INVITE
-        whose final response was lost must not count as a new call."""
         self.calls.pop(cid, None)
-        finished = self.finished
-        finished[cid] = None
-        while len(finished) > self.max_calls:
-            finished.popitem(last=False)
 
     def final(self, call_id: str, status: int, now: float) -> tuple[str, bool] | None:
         """The first final response to a recorded INVITE, relayed from the
@@ -185,11 +192,9 @@ class ReputationEngine:
         Returns (source, duration) of an answered call."""
         cid = hash(call_id)
         rec = self.calls.get(cid)
-        if rec is None:
-            return None
+        if rec is None or rec.answered_at is None:
+            return None  # a BYE before any answer: the final response still counts
         self._finish(cid)
-        if rec.answered_at is None:
-            return None
         duration = now - rec.answered_at
         short = duration < self.short_s
         for t in (rec.caller, rec.peer, rec.range):

@@ -5,6 +5,7 @@ in openapi.py describes exactly these routes."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ..admin import AdminApi, Request, Response, error, json_response
 from .disputes import STATUSES
@@ -118,28 +119,37 @@ class SubscriberApi:
         name = req.params["list"]
         if name not in LISTS:
             return error(404, f"no list {name[:20]!r}; use allow or block", "list")
-        sub = self.service.get(number)
-        if sub is None:
-            return error(404, f"no subscriber +{number}", "number")
         try:
             parse_entry(req.params["entry"], "entry")
         except InvalidField as exc:
             return _bad(exc)
-        entries = getattr(sub, name).entries()
         wanted = _normalise(req.params["entry"])
-        if add and wanted not in entries:
-            if len(entries) >= MAX_LIST_ENTRIES:
-                return error(422, f"the {name} list is full ({MAX_LIST_ENTRIES} entries)", name)
-            entries.append(wanted)
-        elif not add:
-            if wanted not in entries:
-                return error(404, f"{wanted} is not on the {name} list", "entry")
-            entries.remove(wanted)
-        new = await self.service.update(number, {name: entries}, _actor(req))
+
+        def changed(sub: Subscriber) -> dict[str, Any]:
+            entries = getattr(sub, name).entries()
+            if add and wanted not in entries:
+                if len(entries) >= MAX_LIST_ENTRIES:
+                    raise _Refused(
+                        422, f"the {name} list is full ({MAX_LIST_ENTRIES} entries)", name
+                    )
+                entries.append(wanted)
+            elif not add:
+                if wanted not in entries:
+                    raise _Refused(404, f"{wanted} is not on the {name} list", "entry")
+                entries.remove(wanted)
+            return {name: entries}
+
+        try:
+            new = await self.service.edit(number, changed, _actor(req))
+        except KeyError:
+            return error(404, f"no subscriber +{number}", "number")
+        except _Refused as exc:
+            return error(exc.status, exc.message, exc.field)
         return json_response(200, new.public())
 
     async def export_csv(self, _: Request) -> Response:
-        return Response(200, "text/csv; charset=utf-8", self.service.export_csv().encode())
+        text = await self.service.export_csv()
+        return Response(200, "text/csv; charset=utf-8", text.encode())
 
     async def import_csv(self, req: Request) -> Response:
         if not req.headers.get("content-type", "").startswith("text/csv"):
@@ -214,15 +224,24 @@ class SubscriberApi:
                 return error(400, "scope must be global or a subscriber number", "scope")
         elif scope is not None:
             return error(400, "a rejected dispute takes no scope", "scope")
-        result = await self.service.resolve_dispute(
-            dispute_id, decision, subscriber, note, _actor(req)
-        )
+        try:
+            result = await self.service.resolve_dispute(
+                dispute_id, decision, subscriber, note, _actor(req)
+            )
+        except InvalidField as exc:
+            return _bad(exc)
         if result is None:
             item = await self.service.run(self.service.disputes.get, dispute_id)
             if item is None:
                 return error(404, f"no dispute {dispute_id}", "id")
             return error(409, f"dispute {dispute_id} is already {item['status']}", "id")
         return json_response(200, result)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, field: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
 
 
 def _number(req: Request) -> tuple[int, Response | None]:

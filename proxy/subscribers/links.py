@@ -29,6 +29,8 @@ class LinkSigner:
 
     def verify(self, token: str, now: float) -> int:
         """The subscriber number a valid token is for."""
+        if not token.isascii():
+            raise BadLink("this link is not valid")
         parts = token.split(".")
         if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts[:2]):
             raise BadLink("this link is not valid")

@@ -46,16 +46,20 @@ class RateLimit:
         self.all: deque[float] = deque()
 
     def allow(self, key: str, now: float) -> bool:
-        q = self.events.setdefault(key, deque())
+        q = self.events.get(key)
         for d in (q, self.all):
             while d and d[0] <= now - self.window:
                 d.popleft()
-        if len(q) >= self.limit or len(self.all) >= self.total:
-            return False
+        if (q is not None and len(q) >= self.limit) or len(self.all) >= self.total:
+            return False  # nothing stored for a refused source
+        if q is None:
+            if len(self.events) >= 10_000:  # forget sources with nothing in the window
+                self.events = {
+                    k: v for k, v in self.events.items() if v and v[-1] > now - self.window
+                }
+            q = self.events[key] = deque()
         q.append(now)
         self.all.append(now)
-        if len(self.events) > 10_000:  # forget idle sources
-            self.events = {k: v for k, v in self.events.items() if v}
         return True
 
 
