@@ -298,11 +298,12 @@ class Worker:
         cyclic collection never walks the reputation tables and the
         subscriber index: at the default caps that walk stalled the loop for
         about 260 ms (measured). Their objects hold no reference cycles, so
-        refcounting still frees what is evicted; the young generations are
-        collected first so cyclic garbage is not frozen with them."""
+        refcounting still frees what is evicted. A full collection runs
+        first, so cyclic garbage is never frozen with them; it walks only
+        what is not frozen yet (a minute's worth), so it stays short."""
         while True:
             await asyncio.sleep(FREEZE_INTERVAL)
-            gc.collect(1)
+            gc.collect()
             gc.freeze()
 
     async def _tcp_sweep(self) -> None:
