@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blocklists.slot import ArtefactSlot
+from proxy.core import StatelessProxy
 from proxy.events import Address, Dropped, Replied, Send
+from proxy.metrics import Metrics
+from proxy.peers import PeerDirectory
+from proxy.reputation import ReputationEngine
+from proxy.routing import SwitchPool
+from proxy.screening import SubscriberCheck, build_pipeline
 from proxy.sip import SipParseError, SipRequest, StreamFramer, StreamMessage, parse_datagram
+from proxy.subscribers.model import profile_of
 from tests.conftest import make_config, make_core, read_index, shared_dir
 
 # What our parser does with each torture message. None: it parses. A number:
@@ -199,5 +209,32 @@ def test_mutated_messages_only_parse_or_raise(data: st.DataObject) -> None:
                     framer.parse(ev)
     except SipParseError:
         pass
-    # the proxy as a whole must not raise either
+    # the proxy as a whole must not raise either: the bare core, and the
+    # fully equipped one (reputation, subscribers, metrics), from a peer and
+    # from the switch; it keeps its state across examples, as in production
     make_core().receive_datagram(blob, Address("192.0.2.99", 5060), 0.0)
+    core, metrics = EQUIPPED
+    for source in (Address("192.0.2.99", 5060), Address("192.0.2.20", 5080)):
+        metrics.record(core.receive_datagram(blob, source, next(CLOCK)))
+
+
+def _equipped() -> tuple[StatelessProxy, Metrics]:
+    cfg = make_config(peers=[{"name": "fuzz", "addresses": ["192.0.2.0/24"]}])
+    slot = ArtefactSlot()
+    engine = ReputationEngine(cfg.reputation, slot)
+    subscribers = SubscriberCheck(
+        {13125550187: profile_of(True, "block-all-suspected", True)}, {12125550142}
+    )
+    core = StatelessProxy(
+        cfg,
+        build_pipeline(cfg.screening, slot, cfg.blocklists, engine, subscribers),
+        SwitchPool(cfg.switches, cfg.routing),
+        "fuzz",
+        engine,
+        timer=time.perf_counter,
+    )
+    return core, Metrics(core.pool, peers=PeerDirectory(cfg.peers))
+
+
+EQUIPPED = _equipped()
+CLOCK = itertools.count(1_790_000_000.0, 0.37)
