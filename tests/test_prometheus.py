@@ -66,6 +66,8 @@ OBSERVED_PREFIX = "+1876555"  # artefact prefix rule "+1876 label", check in obs
 ALERT_NAMES = [
     "RobocallShieldDown",
     "SwitchUnreachable",
+    "RobocallShieldAbsent",
+    "AllSwitchesDown",
     "BlockedShareSpike",
     "PeerLabelledShareSpike",
     "BlocklistStale",
@@ -103,6 +105,8 @@ EXPECTED_EMPTY_PANELS = {
 QUIET_ALERTS = {
     "RobocallShieldDown": "the proxy is up and scraped",
     "SwitchUnreachable": "health checks are off, so the switch stays up",
+    "RobocallShieldAbsent": "the job has its target",
+    "AllSwitchesDown": "health checks are off, so the switch stays up",
     "BlockedShareSpike": (
         "the baseline is `[1h] offset 5m`: a Prometheus a minute old has nothing "
         "there, and the blocked share is steady anyway (the short copy fires below)"
@@ -476,6 +480,7 @@ def test_every_alert_rule_is_valid_and_quiet(live: Live) -> None:
     # The compound rules (shares with a traffic floor) are shown to work by
     # firing their short copies in test_spike_and_down_fire_alerts.
     assert measured == set(ALERT_NAMES) - {
+        "RobocallShieldAbsent",  # absent(): empty exactly when the job is there
         "BlockedShareSpike",
         "PeerLabelledShareSpike",
         "ParseErrorSpike",
