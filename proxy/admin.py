@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -56,16 +57,19 @@ class Request:
     client: str = ""
     params: dict[str, str] = field(default_factory=dict)
 
-    def json(self) -> object:
-        """The body as JSON; raises ValueError with a readable message."""
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object; raises ValueError with a readable message."""
         if not self.headers.get("content-type", "").startswith("application/json"):
             raise ValueError("send the body as application/json")
         try:
-            return json.loads(self.body)
+            body = json.loads(self.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"body is not valid JSON: {exc}") from None
         except RecursionError:
             raise ValueError("body is nested too deeply") from None
+        if not isinstance(body, dict):
+            raise ValueError("expected a JSON object")
+        return body
 
     def form(self) -> dict[str, str]:
         try:

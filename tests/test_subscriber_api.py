@@ -380,14 +380,24 @@ async def test_csv_export_and_import(live: Live) -> None:
     assert (await live.api("GET", "/subscribers.csv")).text == exported
 
 
-async def test_csv_import_over_its_limit_is_413(live: Live) -> None:
+async def announce(
+    live: Live, method: str, path: str, ctype: str, length: int, token: str | None = TOKEN
+) -> Reply:
+    """A request head announcing a body that is never sent: the answer must
+    not wait for it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", live.admin)
+    auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
     writer.write(
-        f"POST /api/v1/subscribers.csv HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-        f"Content-Type: text/csv\r\nContent-Length: {(64 << 20) + 1}\r\n\r\n".encode()
+        f"{method} /api/v1{path} HTTP/1.1\r\n{auth}Content-Type: {ctype}\r\n"
+        f"Content-Length: {length}\r\n\r\n".encode()
     )
     r = parse_reply(await asyncio.wait_for(reader.read(), 5))
     writer.close()
+    return r
+
+
+async def test_csv_import_over_its_limit_is_413(live: Live) -> None:
+    r = await announce(live, "POST", "/subscribers.csv", "text/csv", (64 << 20) + 1)
     assert r.status == 413
 
 
@@ -616,13 +626,7 @@ async def test_router_answers_404_405_and_413(live: Live) -> None:
         assert r.status == 405 and "is not allowed" in r.json()["error"], (method, path)
     for path in ("/subscribers", "/subscriber/+13125550187", "/nothing"):
         assert (await live.api("GET", path)).status == 404, path
-    reader, writer = await asyncio.open_connection("127.0.0.1", live.admin)
-    writer.write(
-        f"PUT /api/v1/subscribers/{ALICE} HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {MAX_CHANGES + 1}\r\n\r\n".encode()
-    )
-    r = parse_reply(await asyncio.wait_for(reader.read(), 5))
-    writer.close()
+    r = await announce(live, "PUT", f"/subscribers/{ALICE}", "application/json", MAX_CHANGES + 1)
     assert r.status == 413 and live.service.get(13125550187) is None
 
 
@@ -1014,13 +1018,8 @@ async def _cancel_the_rest() -> None:
 
 
 async def test_a_request_without_a_token_is_refused_before_its_body_is_read(live: Live) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", live.admin)
-    writer.write(  # announces 60 MiB, sends none of it: the 401 must not wait for it
-        b"POST /api/v1/subscribers.csv HTTP/1.1\r\nContent-Type: text/csv\r\n"
-        b"Content-Length: 62914560\r\n\r\n"
-    )
-    r = parse_reply(await asyncio.wait_for(reader.read(), 5))
-    writer.close()
+    # announces 60 MiB, sends none of it: the 401 must not wait for it
+    r = await announce(live, "POST", "/subscribers.csv", "text/csv", 60 << 20, token=None)
     assert r.status == 401
 
 

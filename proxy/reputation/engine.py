@@ -344,12 +344,14 @@ class ReputationEngine:
     def _caller_signals(self, t: CallerTraffic, now: float, add: _Add) -> None:
         # each figure is computed only when the raw bucket counts could pass
         # its lowest threshold: most callers place a call or two an hour
+        calls: tuple[float, float, float] | None = None  # (per s, min, hour), once at most
         rate = 0.0
         if t.s_cur + t.s_prev > RATE_RAMPS[0][0] or t.m_cur + t.m_prev > RATE_RAMPS[1][0]:
-            per_s, per_m, per_h = t.calls(now)
-            rate = max(ramp(per_s, RATE_RAMPS[0]), ramp(per_m, RATE_RAMPS[1]))
+            calls = t.calls(now)
+            rate = max(ramp(calls[0], RATE_RAMPS[0]), ramp(calls[1], RATE_RAMPS[1]))
         if t.h_cur + t.h_prev > RATE_RAMPS[2][0]:
-            rate = max(rate, ramp(t.calls(now)[2], RATE_RAMPS[2]))
+            calls = calls or t.calls(now)
+            rate = max(rate, ramp(calls[2], RATE_RAMPS[2]))
         if rate:
             add(("call-rate", rate))
         if t.distinct_bound() > FANOUT_RAMP[0]:
@@ -357,7 +359,7 @@ class ReputationEngine:
             if fan:
                 add(("fan-out", fan))
         if t.seq_cur + t.seq_prev and t.h_cur + t.h_prev >= SEQUENTIAL_MIN_CALLS:
-            per_h = t.calls(now)[2]
+            per_h = (calls or t.calls(now))[2]
             if per_h >= SEQUENTIAL_MIN_CALLS:
                 seq = ramp(t.sequential(now) / per_h, SEQUENTIAL_SHARE)
                 if seq:

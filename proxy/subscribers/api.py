@@ -63,10 +63,7 @@ class SubscriberApi:
         if bad:
             return bad
         try:
-            body = req.json()
-            if not isinstance(body, dict):
-                raise InvalidField("body", "expected a JSON object")
-            new = apply_changes(Subscriber(number), body)
+            new = apply_changes(Subscriber(number), req.json_object())
         except ValueError as exc:
             return _bad(exc)
         old = await self.service.put(new, _actor(req))
@@ -79,10 +76,7 @@ class SubscriberApi:
         if self.service.get(number) is None:
             return error(404, f"no subscriber +{number}", "number")
         try:
-            body = req.json()
-            if not isinstance(body, dict):
-                raise InvalidField("body", "expected a JSON object")
-            new = await self.service.update(number, body, _actor(req))
+            new = await self.service.update(number, req.json_object(), _actor(req))
         except ValueError as exc:
             return _bad(exc)
         except KeyError:
@@ -198,11 +192,9 @@ class SubscriberApi:
         if bad:
             return bad
         try:
-            body = req.json()
+            body = req.json_object()
         except ValueError as exc:
             return _bad(exc)
-        if not isinstance(body, dict):
-            return error(400, "expected a JSON object", "body")
         unknown = set(body) - {"decision", "scope", "note"}
         if unknown:
             return error(400, "unknown field", sorted(unknown)[0])
