@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench system-deps clean
+.PHONY: run test lint unit bench bench-deps system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
@@ -22,7 +22,7 @@ run: $(STAMP)
 ## Chromium with its WebDriver for the browser tests of the web pages, and
 ## Prometheus (with promtool) for the metrics, dashboard and alert tests
 SYSTEM_DEPS := sipp:sip-tester chromium:chromium chromedriver:chromium-driver \
-  prometheus:prometheus promtool:prometheus
+  prometheus:prometheus promtool:prometheus kamailio:kamailio
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
 	  command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep##*:}"; done; \
@@ -45,14 +45,22 @@ test: $(STAMP) system-deps lint
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e"
 
-## bench: parse+screen microbenchmark and the SIPp load figure
-bench: $(STAMP) system-deps
+## bench-deps: what the load comparison runs: SIPp (sip-tester) and Debian's
+## kamailio (its htable, db_text, sl, rr and textops modules are in that package)
+bench-deps:
+	@$(MAKE) --no-print-directory system-deps \
+	  SYSTEM_DEPS="sipp:sip-tester kamailio:kamailio"
+
+## bench: microbenchmarks, then the side-by-side SIPp comparison of this proxy
+## with Kamailio (Debian allocators and tlsf) and a bare forwarder
+## (python -m loadtest; LOADTEST_ARGS=--quick for a shorter run)
+bench: $(STAMP) bench-deps
 	$(PY) loadtest/bench_core.py
 	$(PY) loadtest/bench_reputation.py
 	$(PY) -m loadtest.accuracy
-	$(PY) loadtest/load_sipp.py
 	$(PY) loadtest/bench_blocklists.py
 	$(PY) loadtest/bench_subscribers.py
+	$(PY) -m loadtest $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Reference target for load_sipp.py: a bare uvloop UDP forwarder, no SIP.
+"""Reference target for python -m loadtest and load_sipp.py: a bare uvloop UDP
+forwarder, no SIP.
 
 Every datagram from a client goes to the upstream (the SIPp UAS); every
 datagram from the upstream goes back to the client that sent last. That is
