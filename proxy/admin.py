@@ -124,9 +124,11 @@ class AdminApi:
         status: Callable[[], dict[str, object]] = dict,
         actions: dict[str, Action] | None = None,
         queries: dict[str, Query] | None = None,
+        exposition: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.pool = pool
         self.registry = registry
+        self.exposition = exposition  # all workers' metrics, when there are several
         self.started = started
         self.token = token
         self.status = status
@@ -223,6 +225,8 @@ class AdminApi:
         return json_response(200 if ready else 503, {"ready": ready, "switches": self._switches()})
 
     async def _metrics(self, _: Request) -> Response:
+        if self.exposition is not None:
+            return Response(200, CONTENT_TYPE_LATEST, await self.exposition())
         return Response(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
 
     async def serve_client(

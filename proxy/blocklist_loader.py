@@ -84,6 +84,17 @@ class BlocklistLoader:
     def _count_reader(self, kind: str) -> Callable[[], float]:
         return lambda: float(self.slot.current.counts.get(kind, 0)) if self.slot.current else 0.0
 
+    def adopt(self) -> None:
+        """Take the artefact already in the slot (the supervisor loaded it
+        before forking) as if this loader had loaded it."""
+        art = self.slot.current
+        if art is None:
+            return
+        self._seen = self._manifest_stamp()
+        self.reloads.labels("loaded").inc()
+        self.info.info({"version": art.version})
+        log.info("blocklists %s loaded before the fork: shared with the other workers", art.version)
+
     async def reload(self, why: str) -> ReloadResult:
         if self.directory is None:
             return ReloadResult("disabled", None, "no [blocklists] dir configured")

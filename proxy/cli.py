@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
 from blocklists import cli as blocklist_cli
 
 from . import explain_cli
-from .config import load_config
+from .config import Config, load_config
 from .config_table import ConfigError
 from .server import StartupError, serve
+from .supervisor import EXIT_STARTUP, Supervisor, WorkerRole, worker_count
 from .verdict_log import JsonFormatter
 
 
@@ -51,19 +53,41 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=cfg.log.level.upper(), handlers=[handler])
+    if worker_count(cfg) > 1:
+        return Supervisor(cfg, lambda role: _run(cfg, args.config, args.loop, role)).run()
+    return 1 if _run(cfg, args.config, args.loop, None) == EXIT_STARTUP else 0
+
+
+def _run(cfg: Config, path: str | None, loop: str, role: WorkerRole | None) -> int:
+    """One worker's event loop, to its end; EXIT_STARTUP if it never started."""
+    if role is not None:
+        _tag_log_records(role.index)
     runner = asyncio.run
-    if args.loop == "uvloop":
+    if loop == "uvloop":
         import uvloop
 
         runner = uvloop.run
     try:
-        runner(serve(cfg, args.config))
+        runner(serve(cfg, path, role))
     except StartupError as exc:
-        print(f"robocall-shield: {exc}", file=sys.stderr)
-        return 1
+        where = f"worker {role.index}: " if role is not None else ""
+        print(f"robocall-shield: {where}{exc}", file=sys.stderr)
+        return EXIT_STARTUP
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _tag_log_records(index: int) -> None:
+    """Every log line of this process says which worker wrote it."""
+    make = logging.getLogRecordFactory()
+
+    def tagged(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        record.worker = index
+        return record
+
+    logging.setLogRecordFactory(tagged)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ class SipConfig:
     record_route: bool = True  # reputation needs BYEs to measure durations
     udp_receive_buffer: int = 8 << 20
     overload_lag: float = 0.25  # event-loop lag (s) beyond which new calls get 503; 0: never
+    # bytes waiting in the UDP receive queue beyond which new calls get 503; 0: never
+    overload_backlog: int = 1 << 20
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT); 0: one per CPU
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -205,6 +208,8 @@ def _sip(t: Table) -> SipConfig:
         advertised_host=_advertised_host(t),
         record_route=t.boolean("record_route", d.record_route),
         overload_lag=t.number("overload_lag", d.overload_lag, 0.0, 10.0),
+        overload_backlog=t.integer("overload_backlog", d.overload_backlog, 0, 1 << 30),
+        workers=t.integer("workers", d.workers, 0, 64),
         udp_receive_buffer=t.integer("udp_receive_buffer", d.udp_receive_buffer, 0, 1 << 30),
         limits=limits,
     )

@@ -102,6 +102,10 @@ class StatelessProxy:
         self.pool = pool
         self.host = _bracket(cfg.sip.public_host)
         self.port = cfg.sip.port
+        # the port in our health checks' Via: a worker sharing the SIP port
+        # with siblings pings from a socket of its own, so the answer comes
+        # back to it and not to whichever sibling the kernel picks
+        self.ping_port = self.port
         self.local_hosts = frozenset((_bracket(cfg.sip.host), self.host))
         self.switch_hosts = frozenset(s.host for s in cfg.switches)
         self.trusted_hops = {(s.host, s.port): s.trusted for s in cfg.switches}
@@ -181,7 +185,8 @@ class StatelessProxy:
             headers = [
                 (
                     "Via",
-                    f"SIP/2.0/UDP {self.host}:{self.port};branch={COOKIE}rsping{_digest(call_id)}",
+                    f"SIP/2.0/UDP {self.host}:{self.ping_port};branch={COOKIE}rsping"
+                    + _digest(call_id),
                 ),
                 ("Max-Forwards", "70"),
                 ("From", f"<sip:robocall-shield@{self.host}:{self.port}>;tag={self.nonce}"),
@@ -352,7 +357,9 @@ class StatelessProxy:
 
     def _response(self, resp: SipResponse, source: Address, now: float) -> list[Event]:
         top = resp.vias[0]
-        if not self._is_us(top.host, top.port):
+        if not self._is_us(top.host, top.port) and not (
+            top.host in self.local_hosts and top.port == self.ping_port
+        ):
             return [Dropped("response-not-ours", top.sent_by)]
         if len(resp.vias) == 1:
             state = self.pool.ping_answered(resp.call_id)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -18,6 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import generate_latest
+
 from blocklists.slot import ArtefactSlot
 
 from .admin import AdminApi
@@ -27,6 +30,7 @@ from .config_table import ConfigError
 from .core import StatelessProxy
 from .events import Event, Screened, Send
 from .metrics import Metrics
+from .overload import OverloadGuard, QueueMetrics, UdpQueueReader
 from .peers import PeerDirectory
 from .reputation import ReputationEngine
 from .reputation.explain import explain_number
@@ -36,15 +40,17 @@ from .subscribers.api import SubscriberApi
 from .subscribers.links import LinkSigner
 from .subscribers.pages import Pages
 from .subscribers.service import SubscriberService
+from .supervisor import WorkerRole
 from .transport.tcp import TcpEdge
 from .transport.udp import UdpEdge
 from .verdict_log import VerdictLog
+from .worker_link import ask_siblings, gathered_metrics, serve_link
 
 log = logging.getLogger("robocall_shield")
 TOKEN_ENV = "ROBOCALL_SHIELD_TOKEN"
 FREEZE_INTERVAL = 60.0
 LAG_PROBE = 0.1
-CALM_PROBES = 10
+FOLLOW_INTERVAL = 1.0  # seconds between a sibling's looks at the subscriber store
 LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
 
 
@@ -53,10 +59,13 @@ class StartupError(Exception):
 
 
 class Worker:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, role: WorkerRole | None = None) -> None:
         self.cfg = cfg
+        # None: the only worker. Otherwise one of [sip] workers sharing the port.
+        self.role = role if role is not None and role.count > 1 else None
+        self.primary = self.role is None or self.role.primary
         self.pool = SwitchPool(cfg.switches, cfg.routing)
-        self.slot = ArtefactSlot()
+        self.slot = role.slot if role is not None else ArtefactSlot()
         self.reputation = self._new_reputation(cfg) if cfg.reputation.enabled else None
         self.subscribers: SubscriberService | None = None
         self.subscriber_check: SubscriberCheck | None = None
@@ -73,14 +82,15 @@ class Worker:
             cfg,
             self._pipeline(cfg),
             self.pool,
-            secrets.token_hex(4),
+            role.nonce if role is not None else secrets.token_hex(4),
             self.reputation,
             timer=time.perf_counter,
         )
         self.metrics = Metrics(self.pool, peers=PeerDirectory(cfg.peers))
         self.metrics.watch_reputation(lambda: self.reputation)
-        if self.subscribers is not None:
+        if self.subscribers is not None and self.primary:  # one count, not one per worker
             self.metrics.watch_subscribers(self.subscribers)
+        self.overload = OverloadGuard(cfg.sip.overload_lag, cfg.sip.overload_backlog)
         self.lists = BlocklistLoader(cfg.blocklists, self.slot, self.metrics.registry)
         try:
             self.verdicts = VerdictLog(cfg.log.verdict_log)
@@ -89,8 +99,10 @@ class Worker:
                 f"cannot open verdict log {cfg.log.verdict_log}: {exc.strerror}"
             ) from None
         self.udp: UdpEdge | None = None
+        self.ping_udp: UdpEdge | None = None
+        self.udp_queue: UdpQueueReader | None = None
         self.tcp: TcpEdge | None = None
-        self._closers: list[asyncio.BaseTransport | asyncio.Server] = []
+        self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[object]] = set()
         self._started = False
@@ -112,21 +124,45 @@ class Worker:
         loop = asyncio.get_running_loop()
         sip = self.cfg.sip
         # Outbound calls to switches go over UDP, so UDP always listens.
+        shared = self.role is not None  # siblings bind the same port: SO_REUSEPORT
         udp = self.udp = UdpEdge(self.core, self.dispatch)
         udp.on_receive = self.metrics.received.labels("udp").inc
         await self._listen(
-            "udp", loop.create_datagram_endpoint(lambda: udp, local_addr=(sip.host, sip.port))
+            "udp",
+            loop.create_datagram_endpoint(
+                lambda: udp, local_addr=(sip.host, sip.port), reuse_port=shared or None
+            ),
         )
-        if sip.udp_receive_buffer and udp.transport is not None:
-            _grow_receive_buffer(udp.transport.get_extra_info("socket"), sip.udp_receive_buffer)
+        self.udp_queue = None
+        if udp.transport is not None:
+            sock = udp.transport.get_extra_info("socket")
+            if sip.udp_receive_buffer:
+                _grow_receive_buffer(sock, sip.udp_receive_buffer)
+            self.udp_queue = UdpQueueReader(sock)
+            self.metrics.registry.register(QueueMetrics(self.udp_queue))
         self.tcp = TcpEdge(self.core, self.dispatch, sip.limits)
         self.tcp.on_receive = self.metrics.received.labels("tcp").inc
         if "tcp" in sip.transports:
-            await self._listen("tcp", loop.create_server(self.tcp.protocol, sip.host, sip.port))
+            await self._listen(
+                "tcp",
+                loop.create_server(self.tcp.protocol, sip.host, sip.port, reuse_port=shared),
+            )
+        if shared and self.cfg.routing.health_checks:
+            await self._open_ping_socket(loop)
         if self.cfg.blocklists.dir:
-            await self.lists.reload("start-up")  # a failure is logged; calls still flow
+            if self.slot.current is not None:
+                self.lists.adopt()  # loaded by the supervisor before the fork
+            else:
+                await self.lists.reload("start-up")  # a failure is logged; calls still flow
             self._tasks.append(loop.create_task(self.lists.watch()))
-        if self.cfg.admin.enabled:
+        if self.role is not None and not self.role.primary:
+            self._closers.append(await serve_link(
+                self.role.link_socket(self.role.index),
+                {"metrics": self._own_metrics, "reload-lists": self._link_reload_lists},
+            ))  # fmt: skip
+            if self.subscribers is not None:
+                self._tasks.append(loop.create_task(self._follow_subscribers()))
+        if self.cfg.admin.enabled and self.primary:
             admin = self.cfg.admin
             token = admin.token or os.environ.get(TOKEN_ENV, "")
             if not token and not ipaddress.ip_address(admin.host).is_loopback:
@@ -142,6 +178,7 @@ class Worker:
                 status=lambda: {"blocklists": self.lists.status()},
                 actions={"/admin/blocklists/reload": self._admin_reload_lists},
                 queries={"/admin/reputation/": self._admin_explain},
+                exposition=self._all_metrics if self.role is not None else None,
             )
             if self.subscribers is not None:
                 links = LinkSigner(_link_secret(self.cfg), self.cfg.public_url,
@@ -203,7 +240,14 @@ class Worker:
         step = min(self.cfg.routing.ping_interval, self.cfg.routing.ping_timeout) / 4
         while True:
             try:
-                self.dispatch(self.core.pings(asyncio.get_running_loop().time()))
+                events = self.core.pings(asyncio.get_running_loop().time())
+                if self.ping_udp is None:
+                    self.dispatch(events)
+                else:
+                    for ev in events:
+                        if isinstance(ev, Send):
+                            self.ping_udp.send(ev.dest, ev.data)
+                    self.metrics.record(events)
             except Exception:  # never let one bad send stop health checking
                 log.exception("health check round failed")
             await asyncio.sleep(step)
@@ -213,11 +257,54 @@ class Worker:
         status = 422 if result.outcome == "error" else 200
         if result.outcome == "disabled":
             status = 409
-        return status, {
+        body: dict[str, object] = {
             "outcome": result.outcome,
             "version": result.version,
             "detail": result.detail,
         }
+        if self.role is not None:  # every sibling reloads too; each answers for itself
+            workers: dict[str, object] = {"0": body.copy()}
+            for index, answer in (await ask_siblings(self.role, "reload-lists")).items():
+                reply = json.loads(answer) if answer else {"outcome": "unreachable"}
+                workers[str(index)] = reply
+                if reply.get("outcome") in ("error", "unreachable") and status == 200:
+                    status = 422
+            body["workers"] = workers
+        return status, body
+
+    async def _link_reload_lists(self) -> bytes:
+        result = await self.lists.reload("admin request (relayed)")
+        answer = {"outcome": result.outcome, "version": result.version, "detail": result.detail}
+        return json.dumps(answer).encode()
+
+    async def _own_metrics(self) -> bytes:
+        return generate_latest(self.metrics.registry)
+
+    async def _all_metrics(self) -> bytes:
+        assert self.role is not None
+        return await gathered_metrics(self.role, self.metrics.registry)
+
+    async def _open_ping_socket(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Health checks from a port of this worker's own (see core.ping_port)."""
+        edge = self.ping_udp = UdpEdge(self.core, self.dispatch)
+        await self._listen(
+            "health checks",
+            loop.create_datagram_endpoint(lambda: edge, local_addr=(self.cfg.sip.host, 0)),
+            port=0,
+        )
+        if edge.transport is not None:
+            self.core.ping_port = int(edge.transport.get_extra_info("sockname")[1])
+
+    async def _follow_subscribers(self) -> None:
+        """A sibling of the worker that serves the API learns its subscriber
+        edits from the shared store's audit trail."""
+        assert self.subscribers is not None
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            try:
+                await self.subscribers.follow()
+            except Exception:  # a locked or busy store: try again next round
+                log.exception("reading subscriber changes failed")
 
     def _pipeline(self, cfg: Config) -> Pipeline:
         return build_pipeline(
@@ -270,24 +357,30 @@ class Worker:
             self.verdicts.flush()
 
     async def _watch_loop_lag(self) -> None:
-        """Measure how late the loop runs a 100 ms timer. Lagging beyond
-        [sip] overload_lag, the worker sheds new calls with 503 (emergency
-        calls excepted) until the lag is back under half of it; better a
-        fast 503 the caller's network retries elsewhere than every call
-        timing out. It takes calls again after a second of small lag."""
-        limit = self.cfg.sip.overload_lag
-        worst, since, calm = 0.0, time.monotonic(), 0
+        """Measure how late the loop runs a 100 ms timer, and how much waits
+        in the UDP receive queue. Beyond [sip] overload_lag or
+        overload_backlog, the worker sheds new calls with 503 (emergency
+        calls excepted); better a fast 503 the caller's network retries
+        elsewhere than every call timing out. It takes calls again after a
+        second under half of both (see proxy.overload)."""
+        worst, since = 0.0, time.monotonic()
         while True:
             before = time.monotonic()
             await asyncio.sleep(LAG_PROBE)
             lag = max(0.0, time.monotonic() - before - LAG_PROBE)
             worst = max(worst, lag)
-            if limit:
-                calm = calm + 1 if lag < limit / 2 else 0
-                if lag > limit:
-                    self.core.overloaded = True
-                elif calm >= CALM_PROBES:  # a whole second of small lag: take calls again
-                    self.core.overloaded = False
+            queue = self.udp_queue.read() if self.udp_queue is not None else None
+            backlog = queue.queued_bytes if queue is not None else 0
+            was = self.core.overloaded
+            self.core.overloaded = self.overload.probe(lag, backlog)
+            if self.core.overloaded != was:
+                news = "calls taken again" if was else f"shedding new calls ({self.overload.cause})"
+                log.warning(
+                    "overload: %s (loop lag %.3f s, %d bytes queued)",
+                    news,
+                    lag,
+                    backlog,
+                )
             self.metrics.overloaded.set(1.0 if self.core.overloaded else 0.0)
             if time.monotonic() - since >= 1.0:
                 self.metrics.loop_lag.set(worst)
@@ -327,8 +420,10 @@ class Worker:
             self.subscribers.close()
 
 
-async def serve(cfg: Config, config_path: str | None = None) -> None:
-    worker = Worker(cfg)
+async def serve(
+    cfg: Config, config_path: str | None = None, role: WorkerRole | None = None
+) -> None:
+    worker = Worker(cfg, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -127,6 +127,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        worker = getattr(record, "worker", None)  # set in a process of [sip] workers
+        if worker is not None:
+            entry["worker"] = worker
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

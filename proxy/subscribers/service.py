@@ -32,6 +32,7 @@ from .store import SubscriberStore, connect
 T = TypeVar("T")
 CSV_COLUMNS = ("number", "opted_in", "policy", "reject_anonymous", "allow", "block")
 MAX_IMPORT_ROWS = 1_000_000
+FOLLOW_BATCH = 20_000  # audit rows per follow(); a big import is taken in over several
 
 
 class SubscriberService:
@@ -48,6 +49,7 @@ class SubscriberService:
         self.open: dict[int, float] = {
             int(str(d["id"])): float(str(d["filed_at"])) for d in self.disputes.list("open", 10**9)
         }
+        self.seen_change = self.store.last_change()  # see follow()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="subscriber-store")
         self.editing = asyncio.Lock()  # one read-modify-write of a subscriber at a time
 
@@ -149,6 +151,26 @@ class SubscriberService:
             if subscriber is None:
                 self.global_allow.add(caller)
         return result
+
+    async def follow(self) -> int:
+        """Take in what another process (the worker serving the API) wrote to
+        the store since the last call, by its audit trail: the index and the
+        global allow list. Returns how many subscribers changed."""
+        seen, numbers = await self.run(self.store.changed_since, self.seen_change, FOLLOW_BATCH)
+        fresh = await self.run(lambda: [(n, self.store.get(n)) for n in numbers])
+        for number, sub in fresh:  # applied on the loop, between two calls
+            if sub is None:
+                gone = self.index.pop(number, None)
+                if gone is not None:
+                    self.counts[_bucket(gone)] -= 1
+            else:
+                self._set(sub)
+        self.seen_change = seen
+        allowed = await self.run(self.disputes.global_allow)
+        if allowed != self.global_allow:  # the check holds this set: change it in place
+            self.global_allow.intersection_update(allowed)
+            self.global_allow.update(allowed)
+        return len(fresh)
 
     async def export_csv(self) -> str:
         """Formatted off the loop, from a snapshot taken on it."""

@@ -94,6 +94,18 @@ class SubscriberStore:
             out[number] = p
         return out
 
+    def last_change(self) -> int:
+        """The newest audit row: where a reader of later changes starts."""
+        return int(self.db.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()[0])
+
+    def changed_since(self, after: int, limit: int) -> tuple[int, list[int]]:
+        """Numbers changed after audit row ``after`` (at most ``limit`` rows
+        read), and the last row read."""
+        rows = self.db.execute(
+            "SELECT id, number FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        ).fetchall()
+        return (rows[-1][0] if rows else after), list(dict.fromkeys(n for _, n in rows))
+
     def get(self, number: int) -> Subscriber | None:
         row = self.db.execute(
             "SELECT opted_in, policy, reject_anonymous FROM subscribers WHERE number = ?",
