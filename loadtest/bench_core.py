@@ -16,14 +16,18 @@ and the best repeat are reported. The inputs cycle over 1024 distinct
 messages (Call-ID, tags, branch and caller differ) so no cache sees one key.
 
     .venv/bin/python loadtest/bench_core.py [--iterations N] [--repeats R]
+    .venv/bin/python loadtest/bench_core.py --profile   # cProfile of full calls
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import io
 import os
 import platform
+import pstats
 import statistics
 import sys
 import tempfile
@@ -293,12 +297,74 @@ def check_inputs(core: StatelessProxy, passing: list[bytes], blocked: list[bytes
         raise SystemExit(f"bench_core: blocked INVITE did not get 603: {ev!r}")
 
 
+def profile(path: Path, n_calls: int) -> None:
+    """cProfile of full calls (7 messages, distinct per call, as real traffic
+    is) through receive_datagram plus the edge's Metrics.record and verdict
+    log; the summary goes to ``path``."""
+    setup = make_proxy()
+    calls = [full_call(setup, n) for n in range(CALL_VARIANTS)]
+    core = make_proxy()  # a fresh core: no state from building the inputs
+    metrics = Metrics(core.pool)
+    seq = [calls[i % len(calls)] for i in range(n_calls)]
+    receive, record = core.receive_datagram, metrics.record
+    with tempfile.TemporaryDirectory() as tmp:
+        vlog = VerdictLog(os.path.join(tmp, "verdicts.jsonl"))
+
+        def run() -> None:
+            for call in seq:
+                for data in call:
+                    events = receive(data, SBC, 0.0)
+                    for ev in events:
+                        if isinstance(ev, Screened):
+                            vlog.write(ev, 0.0)
+                    record(events)
+
+        for call in seq[:200]:  # warm-up
+            for data in call:
+                receive(data, SBC, 0.0)
+        prof = cProfile.Profile()
+        t0 = time.thread_time_ns()
+        prof.runcall(run)
+        cpu_us = (time.thread_time_ns() - t0) / n_calls / 1000
+        vlog.close()
+    t0 = time.thread_time_ns()
+    for call in seq:
+        for data in call:
+            record(receive(data, SBC, 0.0))
+    plain_us = (time.thread_time_ns() - t0) / n_calls / 1000
+    out = io.StringIO()
+    out.write(
+        f"robocall-shield {source_version()} profile: Python {platform.python_version()}, "
+        f"{n_calls} full calls (INVITE,100,180,200,ACK,BYE,200; {CALL_VARIANTS} distinct)\n"
+        f"through StatelessProxy.receive_datagram + Metrics.record + VerdictLog.write.\n"
+        f"CPU per call: {plain_us:.1f} us without the profiler, {cpu_us:.1f} us under cProfile.\n"
+        f"Command: .venv/bin/python loadtest/bench_core.py --profile\n\n"
+    )
+    for key in ("tottime", "cumulative"):
+        stats = pstats.Stats(prof, stream=out)
+        stats.strip_dirs().sort_stats(key).print_stats(30)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(out.getvalue())
+    print(out.getvalue().split("\n\n")[0])
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=20000, help="calls per repeat")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path, default=RESULTS / "bench_core.json")
+    ap.add_argument(
+        "--profile",
+        nargs="?",
+        type=Path,
+        const=RESULTS / "profile_core.txt",
+        help="write a cProfile summary of full calls instead of benchmarking",
+    )
     args = ap.parse_args(argv)
+    if args.profile is not None:
+        profile(args.profile, 8192)
+        return 0
     it, rep = args.iterations, args.repeats
 
     core = make_proxy()

@@ -7,7 +7,7 @@ string until somebody asks for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .grammar import split_commas
 from .uri import NameAddr, Uri
@@ -94,12 +94,17 @@ class _Common:
 class SipRequest(_Common):
     method: str
     uri: Uri
+    # The datagram itself when serialising the parsed fields again would give
+    # back exactly these bytes (see ``parser._parse_fast``), else b"": a relay
+    # may then edit the bytes in place instead of re-serialising every header.
+    wire: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class SipResponse(_Common):
     status: int
     reason: str
+    wire: bytes = field(default=b"", compare=False, repr=False)  # as SipRequest.wire
 
 
 SipMessage = SipRequest | SipResponse

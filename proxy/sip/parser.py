@@ -8,13 +8,14 @@ answer with. No I/O, no clock.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .errors import SipParseError
 from .grammar import is_digits, is_token
 from .limits import DEFAULT_LIMITS, Limits
 from .message import COMPACT_FORMS, Header, SipMessage, SipRequest, SipResponse
-from .uri import NameAddr, parse_name_addr, parse_uri
-from .via import Via, parse_via_header
+from .uri import PARSE_CACHE_SIZE, NameAddr, Uri, parse_name_addr, parse_uri
+from .via import Via, parse_via_header, parse_via_value
 
 _VERSION = re.compile(r"SIP/\d+\.\d+", re.I)
 _SINGLE = ("call-id", "cseq", "from", "to", "max-forwards")
@@ -32,7 +33,25 @@ def parse_message(
     For a datagram the body is framed by Content-Length and extra octets are
     discarded; without Content-Length the body is the rest of the datagram
     (RFC 3261 §18.3). A stream message must carry Content-Length.
+
+    The common, well-formed message takes a fast path (``_parse_fast``) that
+    lexes the header section with one regular expression; anything it is not
+    sure of -- folding, odd whitespace, a line it cannot read, any error --
+    goes through the reference parser (``parse_strict``), so both accept and
+    reject exactly the same messages, with the same errors.
     """
+    if len(data) > limits.max_message_bytes:
+        raise SipParseError(413, "Message Too Large")
+    msg = _parse_fast(data, limits, datagram)
+    if msg is None:
+        return parse_strict(data, limits, datagram=datagram)
+    return msg
+
+
+def parse_strict(
+    data: bytes, limits: Limits = DEFAULT_LIMITS, *, datagram: bool = True
+) -> SipMessage:
+    """The reference parser: every check in the order RFC 3261 suggests."""
     if len(data) > limits.max_message_bytes:
         raise SipParseError(413, "Message Too Large")
     end = data.find(_HEAD_END)
@@ -46,6 +65,171 @@ def parse_message(
         exc.headers = headers
         exc.is_request = is_request
         raise
+
+
+# One header line: CRLF, a token name, the colon with its whitespace, the
+# value up to the line's end, not ending in whitespace (the reference parser
+# strips it, so such a line could not be spliced back as it was).
+_LINE = re.compile(r"\r\n([A-Za-z0-9\-.!%*_+`'~]+)([ \t]*:[ \t]*)([^\r\n]*)(?<![ \t])(?=\r\n|\Z)")
+# Header names as received -> canonical key (fast path; bounded)
+_KEYS: dict[str, str] = {}
+
+
+def _key_of(name: str) -> str:
+    key = name.lower()
+    key = COMPACT_FORMS.get(key, key)
+    if len(_KEYS) < 1024:
+        _KEYS[name] = key
+    return key
+
+
+def _parse_fast(data: bytes, limits: Limits, datagram: bool) -> SipMessage | None:
+    """The message, or None when only the reference parser may decide.
+
+    Never raises: whatever would be an error is left to ``parse_strict``,
+    which raises it with the status and reason it always had."""
+    end = data.find(_HEAD_END)
+    if end < 0:
+        return None
+    text = data[:end].decode("utf-8", "surrogateescape")
+    first_crlf = text.find("\r\n")
+    if first_crlf < 0 or len(text) > limits.max_line_bytes:
+        return None  # no header at all; or some line might be too long
+    start_line = text[:first_crlf]
+    if "\r" in start_line or "\n" in start_line:
+        return None
+    rows = _LINE.findall(text, first_crlf)
+    if not rows or len(rows) > limits.max_headers:
+        return None
+    names, seps, values = zip(*rows, strict=True)
+    # The rows are disjoint and in order; if their lengths add up to the rest
+    # of the text, every line is one row: no bare CR or LF, no folding, no
+    # trailing whitespace, no line without `token:`.
+    if (
+        len(start_line) + 2 * len(rows) + sum(map(len, names)) + sum(map(len, seps))
+        + sum(map(len, values)) != len(text)
+    ):  # fmt: skip
+        return None
+    keys_of = _KEYS
+    try:
+        keys = list(map(keys_of.__getitem__, names))
+    except KeyError:
+        keys = [keys_of.get(n) or _key_of(n) for n in names]
+    headers: tuple[Header, ...] = tuple(zip(keys, names, values, strict=True))
+    count = keys.count
+    if (
+        count("call-id") != 1
+        or count("cseq") != 1
+        or count("from") != 1
+        or count("to") != 1
+        or count("max-forwards") > 1
+    ):
+        return None
+    first = dict(zip(keys, values, strict=True))
+    n_via = count("via")
+    n_length = count("content-length")
+    if n_via == 0 or n_length > 1 or (n_length == 0 and not datagram):
+        return None
+    body_start = end + 4
+    if n_length:
+        length = _content_length(first["content-length"])
+        if length < 0 or length > len(data) - body_start:
+            return None
+        body = data[body_start : body_start + length]
+    else:
+        body = data[body_start:]
+    try:
+        if n_via == 1:
+            value = first["via"]
+            vias = parse_via_header(value) if "," in value else [parse_via_value(value)]
+        else:
+            vias = []
+            for key, _, value in headers:
+                if key == "via":
+                    vias.extend(parse_via_header(value))
+        if len(vias) > MAX_VIAS:
+            return None
+        call_id = first["call-id"]
+        cseq_text, from_text, to_text = first["cseq"], first["from"], first["to"]
+        if not (call_id and cseq_text and from_text and to_text):
+            return None
+        cseq, cseq_method = _cseq_cached(cseq_text)
+        from_ = parse_name_addr(from_text)
+        to = parse_name_addr(to_text)
+        max_forwards: int | None = None
+        mf_text = first.get("max-forwards")
+        if mf_text is not None:
+            max_forwards = _MAX_FORWARDS.get(mf_text)
+            if max_forwards is None:
+                return None
+        # Set only when serialising the parsed headers again gives back these
+        # very bytes: every line `Name: value`, one Content-Length, last, that
+        # frames the body exactly. Relays may then splice instead.
+        canonical = (
+            n_length == 1
+            and keys[-1] == "content-length"
+            and names[-1] == "Content-Length"
+            and seps.count(": ") == len(seps)
+            and len(data) == body_start + len(body)
+            and values[-1] == str(len(body))
+        )
+        if start_line.startswith("SIP/"):
+            code, reason, exact = _status_line(start_line)
+            return SipResponse(
+                headers, body, tuple(vias), call_id, cseq, cseq_method, from_, to,
+                max_forwards, code, reason, data if canonical and exact else b"",
+            )  # fmt: skip
+        method, uri, exact = _request_line(start_line)
+        if cseq_method != method:
+            return None
+        return SipRequest(
+            headers, body, tuple(vias), call_id, cseq, cseq_method, from_, to,
+            max_forwards, method, uri, data if canonical and exact else b"",
+        )  # fmt: skip
+    except SipParseError:
+        return None
+
+
+def _content_length(text: str) -> int:
+    """-1 if not a valid Content-Length."""
+    if not is_digits(text) or len(text) > 9:
+        return -1
+    return int(text)
+
+
+# Max-Forwards values as received -> int; only the valid ones are here.
+_MAX_FORWARDS = {str(n): n for n in range(256)}
+
+
+@lru_cache(maxsize=1024)
+def _cseq_cached(value: str) -> tuple[int, str]:
+    return _cseq(value)
+
+
+@lru_cache(maxsize=4096)
+def _status_line(line: str) -> tuple[int, str, bool]:
+    """(code, reason, whether f"SIP/2.0 {code} {reason}" is the line itself)"""
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
+        raise SipParseError(400, "malformed Status-Line")
+    code = parts[1]
+    if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
+        raise SipParseError(400, f"bad status code {code[:20]!r}")
+    reason = parts[2] if len(parts) == 3 else ""
+    return int(code), reason, line == f"SIP/2.0 {code} {reason}"
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _request_line(line: str) -> tuple[str, Uri, bool]:
+    """(method, URI, whether f"{method} {uri} SIP/2.0" is the line itself);
+    the CSeq method is checked by the caller."""
+    parts = line.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise SipParseError(400, "malformed Request-Line")
+    method, raw_uri, version = parts
+    if version.upper() != "SIP/2.0" or not is_token(method):
+        raise SipParseError(400, "malformed Request-Line")
+    return method, parse_uri(raw_uri, allow_headers=False), version == "SIP/2.0"
 
 
 def _lex_head(raw: bytes, limits: Limits) -> tuple[str, tuple[Header, ...]]:
