@@ -54,7 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=cfg.log.level.upper(), handlers=[handler])
     if worker_count(cfg) > 1:
-        return Supervisor(cfg, lambda role: _run(cfg, args.config, args.loop, role)).run()
+        try:
+            supervisor = Supervisor(cfg, lambda role: _run(cfg, args.config, args.loop, role))
+        except OSError as exc:
+            where = f"{cfg.sip.host}:{cfg.sip.port}"
+            print(
+                f"robocall-shield: cannot listen for SIP on {where}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return 1
+        return supervisor.run()
     return 1 if _run(cfg, args.config, args.loop, None) == EXIT_STARTUP else 0
 
 

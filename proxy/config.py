@@ -48,7 +48,10 @@ class SipConfig:
     overload_lag: float = 0.25  # event-loop lag (s) beyond which new calls get 503; 0: never
     # bytes waiting in the UDP receive queue beyond which new calls get 503; 0: never
     overload_backlog: int = 1 << 20
-    workers: int = 1  # processes sharing the port (SO_REUSEPORT); 0: one per CPU
+    workers: int = 1  # processes sharing the port; 0: one per CPU
+    # how datagrams reach the workers: "source" (SO_REUSEPORT, the kernel
+    # hashes the sender's address) or "message" (one socket all workers read)
+    worker_balance: str = "source"
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -210,6 +213,7 @@ def _sip(t: Table) -> SipConfig:
         overload_lag=t.number("overload_lag", d.overload_lag, 0.0, 10.0),
         overload_backlog=t.integer("overload_backlog", d.overload_backlog, 0, 1 << 30),
         workers=t.integer("workers", d.workers, 0, 64),
+        worker_balance=t.string("worker_balance", d.worker_balance, ("source", "message")),
         udp_receive_buffer=t.integer("udp_receive_buffer", d.udp_receive_buffer, 0, 1 << 30),
         limits=limits,
     )

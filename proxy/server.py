@@ -44,7 +44,7 @@ from .supervisor import WorkerRole
 from .transport.tcp import TcpEdge
 from .transport.udp import UdpEdge
 from .verdict_log import VerdictLog
-from .worker_link import ask_siblings, gathered_metrics, serve_link
+from .worker_link import SingleWorker, ask_siblings, gathered_metrics, serve_link
 
 log = logging.getLogger("robocall_shield")
 TOKEN_ENV = "ROBOCALL_SHIELD_TOKEN"
@@ -91,6 +91,8 @@ class Worker:
         if self.subscribers is not None and self.primary:  # one count, not one per worker
             self.metrics.watch_subscribers(self.subscribers)
         self.overload = OverloadGuard(cfg.sip.overload_lag, cfg.sip.overload_backlog)
+        if self.role is None:
+            self.metrics.registry.register(SingleWorker())
         self.lists = BlocklistLoader(cfg.blocklists, self.slot, self.metrics.registry)
         try:
             self.verdicts = VerdictLog(cfg.log.verdict_log)
@@ -124,15 +126,17 @@ class Worker:
         loop = asyncio.get_running_loop()
         sip = self.cfg.sip
         # Outbound calls to switches go over UDP, so UDP always listens.
-        shared = self.role is not None  # siblings bind the same port: SO_REUSEPORT
+        shared = self.role is not None  # siblings bind the same port (SO_REUSEPORT)
         udp = self.udp = UdpEdge(self.core, self.dispatch)
         udp.on_receive = self.metrics.received.labels("udp").inc
-        await self._listen(
-            "udp",
-            loop.create_datagram_endpoint(
+        given = self.role.sockets if self.role is not None else None
+        if given is not None:  # bound by the supervisor, read by every worker
+            opening = loop.create_datagram_endpoint(lambda: udp, sock=given.udp)
+        else:
+            opening = loop.create_datagram_endpoint(
                 lambda: udp, local_addr=(sip.host, sip.port), reuse_port=shared or None
-            ),
-        )
+            )
+        await self._listen("udp", opening)
         self.udp_queue = None
         if udp.transport is not None:
             sock = udp.transport.get_extra_info("socket")
@@ -142,7 +146,9 @@ class Worker:
             self.metrics.registry.register(QueueMetrics(self.udp_queue))
         self.tcp = TcpEdge(self.core, self.dispatch, sip.limits)
         self.tcp.on_receive = self.metrics.received.labels("tcp").inc
-        if "tcp" in sip.transports:
+        if given is not None and given.tcp is not None:
+            await self._listen("tcp", loop.create_server(self.tcp.protocol, sock=given.tcp))
+        elif "tcp" in sip.transports:
             await self._listen(
                 "tcp",
                 loop.create_server(self.tcp.protocol, sip.host, sip.port, reuse_port=shared),
@@ -232,7 +238,7 @@ class Worker:
             result = await opening  # type: ignore[misc]
         except OSError as exc:
             raise StartupError(
-                f"cannot listen for {what} on {host}:{port}: {exc.strerror}"
+                f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
             ) from None
         self._closers.append(result[0] if isinstance(result, tuple) else result)
 

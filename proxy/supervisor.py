@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import struct
 import tempfile
@@ -63,6 +64,16 @@ class RestartCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedSockets:
+    """[sip] worker_balance = "message": the supervisor binds the SIP sockets
+    once and every worker reads the same ones, so each datagram (and each
+    TCP connection) goes to whichever worker takes it first."""
+
+    udp: socket.socket
+    tcp: socket.socket | None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerRole:
     """What a worker needs to know about its siblings."""
 
@@ -72,6 +83,7 @@ class WorkerRole:
     runtime_dir: Path  # Unix sockets the workers talk over
     restarts: RestartCounts
     slot: ArtefactSlot = field(default_factory=ArtefactSlot)
+    sockets: SharedSockets | None = None  # None: each worker binds its own (SO_REUSEPORT)
 
     @property
     def primary(self) -> bool:
@@ -83,6 +95,29 @@ class WorkerRole:
 
 def worker_count(cfg: Config) -> int:
     return cfg.sip.workers or os.cpu_count() or 1
+
+
+def bind_shared(cfg: Config) -> SharedSockets:
+    """The SIP sockets all workers read; OSError if the port is taken."""
+    sip = cfg.sip
+    family = socket.AF_INET6 if ":" in sip.host else socket.AF_INET
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp: socket.socket | None = None
+    try:
+        udp.bind((sip.host, sip.port))
+        udp.setblocking(False)
+        if "tcp" in sip.transports:
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp.bind((sip.host, sip.port))
+            tcp.listen(1024)
+            tcp.setblocking(False)
+    except OSError:
+        udp.close()
+        if tcp is not None:
+            tcp.close()
+        raise
+    return SharedSockets(udp, tcp)
 
 
 def preload(cfg: Config) -> ArtefactSlot:
@@ -119,7 +154,9 @@ class _Child:
 
 class Supervisor:
     def __init__(self, cfg: Config, run_worker: Callable[[WorkerRole], int]) -> None:
+        """Binds the shared sockets when asked to: OSError if it cannot."""
         self.count = worker_count(cfg)
+        self.sockets = bind_shared(cfg) if cfg.sip.worker_balance == "message" else None
         self.run_worker = run_worker
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="robocall-shield-"))
         self.restarts = RestartCounts(self.count)
@@ -132,7 +169,9 @@ class Supervisor:
         self.exit_code = 0
 
     def role(self, index: int) -> WorkerRole:
-        return WorkerRole(index, self.count, self.nonce, self.runtime_dir, self.restarts, self.slot)
+        return WorkerRole(
+            index, self.count, self.nonce, self.runtime_dir, self.restarts, self.slot, self.sockets
+        )
 
     def run(self) -> int:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
@@ -147,6 +186,10 @@ class Supervisor:
             self._stop_all()
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            if self.sockets is not None:
+                self.sockets.udp.close()
+                if self.sockets.tcp is not None:
+                    self.sockets.tcp.close()
         return self.exit_code
 
     def _loop(self, old_mask: set[int | signal.Signals]) -> None:

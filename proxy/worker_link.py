@@ -78,18 +78,30 @@ async def gathered_metrics(role: WorkerRole, own: CollectorRegistry) -> bytes:
     families = merge_expositions(
         (str(i), text.decode("utf-8")) for i, text in sorted(texts.items()) if text is not None
     )
-    reporting = GaugeMetricFamily(
-        "rs_workers_reporting", "Workers whose metrics this scrape gathered"
-    )
-    reporting.add_metric([], sum(text is not None for text in texts.values()))
-    restarts = CounterMetricFamily(
+    reporting = sum(text is not None for text in texts.values())
+    restarts = [role.restarts.get(i) for i in range(role.count)]
+    return exposition([*families, *worker_families(reporting, restarts)])
+
+
+def worker_families(reporting: int, restarts: list[int]) -> list[Metric]:
+    gauge = GaugeMetricFamily("rs_workers_reporting", "Workers whose metrics this scrape gathered")
+    gauge.add_metric([], reporting)
+    counter = CounterMetricFamily(
         "rs_worker_restarts",
         "Times the supervisor restarted a worker that died",
         labels=["worker"],
     )
-    for i in range(role.count):
-        restarts.add_metric([str(i)], role.restarts.get(i))
-    return exposition([*families, reporting, restarts])
+    for i, count in enumerate(restarts):
+        counter.add_metric([str(i)], count)
+    return [gauge, counter]
+
+
+class SingleWorker:
+    """The same two families for a proxy of one worker (no supervisor), so
+    dashboards and alerts read alike either way."""
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(worker_families(1, [0]))
 
 
 def merge_expositions(texts: Iterable[tuple[str, str]]) -> list[Metric]:

@@ -76,6 +76,8 @@ ALERT_NAMES = [
     "EventLoopLagHigh",
     "Overloaded",
     "DisputeNearingDeadline",
+    "WorkerRestarting",
+    "UdpReceiveDrops",
 ]
 
 # The live test loads a copy of alerts.yml with every window and offset
@@ -118,6 +120,8 @@ QUIET_ALERTS = {
     "EventLoopLagHigh": "30 calls/s lag the loop by milliseconds",
     "Overloaded": "never overloaded at 30 calls/s",
     "DisputeNearingDeadline": "no dispute open",
+    "WorkerRestarting": "one worker, never restarted",
+    "UdpReceiveDrops": "30 calls/s never fill the receive queue",
 }
 
 # Alerts of the form `<quantity> <comparison> <number>`: the quantity alone

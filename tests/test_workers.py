@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,7 +129,9 @@ def ready(proxy: Proxy, workers: int = 2) -> bool:
     return workers == 1 or proxy.samples("rs_workers_reporting").get("", 0) == workers
 
 
-def gather(socks: list[socket.socket], seconds: float, want: int | None = None) -> list[list[bytes]]:
+def gather(
+    socks: list[socket.socket], seconds: float, want: int | None = None
+) -> list[list[bytes]]:
     """What each socket receives within ``seconds``; sooner once every socket
     has ``want`` messages."""
     got: list[list[bytes]] = [[] for _ in socks]
@@ -221,7 +224,7 @@ def test_any_worker_absorbs_the_ack_of_a_sibling_603(
         )
         sock.sendto(ack, ("127.0.0.1", proxy.sip))
     assert drain(proxy.switch, 1.5) == []
-    absorbed = proxy.samples('rs_sip_dropped_total')
+    absorbed = proxy.samples("rs_sip_dropped_total")
     assert sum(absorbed.values()) == SOCKETS
 
 
@@ -290,8 +293,11 @@ def answer_options(switch: socket.socket, seconds: float) -> int:
         if not data.startswith(b"OPTIONS "):
             continue
         head = data.split(b"\r\n\r\n")[0].split(b"\r\n")
-        keep = [h for h in head[1:] if h.split(b":")[0].lower() in (b"via", b"from", b"to",
-                                                                    b"call-id", b"cseq")]
+        keep = [
+            h
+            for h in head[1:]
+            if h.split(b":")[0].lower() in (b"via", b"from", b"to", b"call-id", b"cseq")
+        ]
         via = next(h for h in keep if h.lower().startswith(b"via:"))
         sent_by = via.split(b" ")[2].split(b";")[0].decode()
         host, port = sent_by.rsplit(":", 1)
@@ -322,3 +328,45 @@ def test_every_worker_sees_its_own_health_checks_answered(tmp_path: Path) -> Non
         assert sum(p.samples("rs_sip_dropped_total").values()) == 0
     finally:
         p.stop()
+
+
+def test_message_balance_spreads_one_peer_over_both_workers(tmp_path: Path) -> None:
+    """With worker_balance = "message" the workers read one socket, so even a
+    single peer address reaches both: with "source" it would reach one."""
+    p = Proxy(tmp_path)
+    p.config.write_text(
+        p.config.read_text().replace("workers = 2\n", 'workers = 2\nworker_balance = "message"\n')
+    )
+    p.start()
+    peer = udp_socket()
+    try:
+        wait_for(lambda: ready(p), "two workers ready")
+        sent, forwarded = 0, []
+        for burst in range(10):  # a worker busy with one datagram leaves the next to its sibling
+            for i in range(20):
+                invite(peer, p, "+12025550111", f"one-peer-{burst}-{i}")
+                sent += 1
+            forwarded += drain(p.switch, 0.05)  # keep the switch's small buffer from overflowing
+        forwarded += drain(p.switch, 10, want=sent - len(forwarded))
+        assert len([m for m in forwarded if m.startswith(b"INVITE ")]) == sent
+        verdicts = p.samples("rs_screening_verdicts_total")
+        assert sum(verdicts.values()) == sent
+        assert set(verdicts) == {"0", "1"} and all(v > 0 for v in verdicts.values()), verdicts
+    finally:
+        peer.close()
+        p.stop()
+
+
+def test_gathered_metrics_pass_promtool(proxy: Proxy) -> None:
+    """The merged exposition is valid text format: one HELP and TYPE per
+    family, whatever the number of workers."""
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool missing: `make system-deps` installs Debian's prometheus")
+    status, text = proxy.get("/metrics")
+    assert status == 200
+    done = subprocess.run(
+        ["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert text.count("# TYPE rs_screening_verdicts_total counter") == 1
+    assert "rs_workers_reporting 2.0" in text
