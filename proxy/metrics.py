@@ -45,6 +45,12 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self.peers = peers or PeerDirectory(())
         r = self.registry
+        # Events of one message are counted in plain ints and added to the
+        # Prometheus children when the registry is collected: this collector
+        # is registered first, so every scrape sees them.
+        self._pending: dict[tuple[str, str, str, str], int] = {}
+        self._pending_bytes: dict[str, int] = {}
+        r.register(_Flush(self.flush))
         self.messages_in = Counter(
             "rs_sip_messages_received",
             "SIP messages parsed, by kind, method and status class (responses)",
@@ -206,56 +212,87 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         child.inc(amount)
 
-    def record(self, events: list[Event]) -> None:
+    def flush(self) -> None:
+        """Add the counts pending since the last flush to the Prometheus
+        children (every scrape does this first)."""
+        pending, self._pending = self._pending, {}
+        sent, self._pending_bytes = self._pending_bytes, {}
         inc = self._inc
+        for transport, size in sent.items():
+            inc(self.sent_bytes, (transport,), size)
+        for (group, a, b, c), n in pending.items():
+            if group == "in":
+                inc(self.messages_in, (a, b, c), n)
+            elif group == "fwd":
+                inc(self.forwarded, (a, b), n)
+                inc(self.messages_out, (a, b, c), n)
+            elif group == "reply":
+                inc(self.replied, (a,), n)
+                inc(self.messages_out, ("response", b, c), n)
+            elif group == "malformed":
+                inc(self.parse_errors, (a,), n)
+            else:
+                inc(self.dropped, (a,), n)
+
+    def record(self, events: list[Event]) -> None:
+        """Counts the events; the counters see them at the next flush."""
+        pending = self._pending
+        key: tuple[str, str, str, str]
         for ev in events:
             if isinstance(ev, Send):
-                inc(self.sent_bytes, (ev.dest.transport,), len(ev.data))
-            elif isinstance(ev, Received):
-                inc(self.messages_in, (ev.kind, method_label(ev.method), status_class(ev.status)))
+                transport = ev.dest.transport
+                sent = self._pending_bytes
+                sent[transport] = sent.get(transport, 0) + len(ev.data)
+                continue
+            if isinstance(ev, Received):
+                key = ("in", ev.kind, _method(ev.method), _status_class(ev.status))
             elif isinstance(ev, Forwarded):
-                method = method_label(ev.method)
-                inc(self.forwarded, (ev.kind, method))
-                inc(self.messages_out, (ev.kind, method, status_class(ev.status)))
+                key = ("fwd", ev.kind, _method(ev.method), _status_class(ev.status))
             elif isinstance(ev, Replied):
-                inc(self.replied, (str(ev.status),))
-                inc(
-                    self.messages_out,
-                    ("response", method_label(ev.method), f"{ev.status // 100}xx"),
-                )
+                status = ev.status
+                key = ("reply", str(status), _method(ev.method), f"{status // 100}xx")
             elif isinstance(ev, Malformed):
-                inc(self.parse_errors, (str(ev.status),))
+                key = ("malformed", str(ev.status), "", "")
             elif isinstance(ev, Dropped):
-                inc(self.dropped, (ev.reason,))
-            elif isinstance(ev, Screened):
-                action = ev.action.value
-                inc(self.verdicts, (action, method_label(ev.call.method)))
-                result = ev.screening
-                for reason in result.verdict.reasons:
-                    inc(self.reasons, (action, reason))
-                self.scores.observe(result.verdict.score)
-                if ev.elapsed:
-                    self.screening_seconds.observe(ev.elapsed)
-                peer = self.peers.name_of(ev.call.source)
-                inc(self.peer_calls, (peer, action))
-                inc(self.peer_attestation, (peer, ev.call.attest or "none"))
-                if result.decided_by:
-                    inc(self.decided_by, (result.decided_by,))
-                for name, verdict in result.observed:
-                    inc(self.observed, (name, verdict.action.value))
-                for name in result.failed:
-                    inc(self.check_errors, (name,))
-            elif isinstance(ev, CallOutcome):
-                peer = self.peers.name_of(ev.source)
-                if ev.answered is not None:
-                    inc(self.peer_finals, (peer, "true" if ev.answered else "false"))
-                if ev.duration is not None:
-                    inc(self.peer_talk, (peer,), ev.duration)
-                    inc(self.peer_ended, (peer,))
-            elif isinstance(ev, Shed):
-                inc(self.shed, (method_label(ev.method),))
-            elif isinstance(ev, PingAnswered):
-                inc(self.pings, (ev.switch,))
+                key = ("dropped", ev.reason, "", "")
+            else:
+                self._record_other(ev)
+                continue
+            pending[key] = pending.get(key, 0) + 1
+
+    def _record_other(self, ev: Event) -> None:
+        """Screened calls, call outcomes, shed calls and ping answers: at most
+        one per call, counted straight into Prometheus."""
+        inc = self._inc
+        if isinstance(ev, Screened):
+            action = ev.action.value
+            inc(self.verdicts, (action, method_label(ev.call.method)))
+            result = ev.screening
+            for reason in result.verdict.reasons:
+                inc(self.reasons, (action, reason))
+            self.scores.observe(result.verdict.score)
+            if ev.elapsed:
+                self.screening_seconds.observe(ev.elapsed)
+            peer = self.peers.name_of(ev.call.source)
+            inc(self.peer_calls, (peer, action))
+            inc(self.peer_attestation, (peer, ev.call.attest or "none"))
+            if result.decided_by:
+                inc(self.decided_by, (result.decided_by,))
+            for name, verdict in result.observed:
+                inc(self.observed, (name, verdict.action.value))
+            for name in result.failed:
+                inc(self.check_errors, (name,))
+        elif isinstance(ev, CallOutcome):
+            peer = self.peers.name_of(ev.source)
+            if ev.answered is not None:
+                inc(self.peer_finals, (peer, "true" if ev.answered else "false"))
+            if ev.duration is not None:
+                inc(self.peer_talk, (peer,), ev.duration)
+                inc(self.peer_ended, (peer,))
+        elif isinstance(ev, Shed):
+            inc(self.shed, (method_label(ev.method),))
+        elif isinstance(ev, PingAnswered):
+            inc(self.pings, (ev.switch,))
 
 
 # Methods get their own label; anything else is "other", so a peer inventing
@@ -278,6 +315,21 @@ KNOWN_METHODS = frozenset(
         "PUBLISH",
     ]
 )
+
+
+class _Flush(Collector):
+    """Collects nothing itself: it only flushes ``Metrics``' pending counts
+    before the counters after it are collected."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        self._flush()
+        return iter(())
 
 
 class _ReputationCollector(Collector):
@@ -308,6 +360,18 @@ class _ReputationCollector(Collector):
         tracked.add_metric(["calls"], float(len(e.calls)) if e else 0.0)
         yield tracked
         yield evicted
+
+
+def _method(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
+_STATUS_CLASSES = {status: f"{status // 100}xx" for status in range(100, 700)}
+_STATUS_CLASSES[0] = "request"
+
+
+def _status_class(status: int) -> str:
+    return _STATUS_CLASSES.get(status) or status_class(status)
 
 
 def method_label(method: str) -> str:
