@@ -7,6 +7,7 @@ Rows:
   receive (block)       StatelessProxy.receive_datagram: a call answered 603+ Network Blocked
   receive (180)         a response from the switch, its two Via headers on separate
                         lines or joined into one comma-separated line (as SIPp sends)
+  receive (BYE)         an in-dialog BYE from the caller, forwarded to the switch
   full call (7 msgs)    INVITE, 100, 180, 200, ACK, BYE, 200 through receive_datagram
 plus the per-message work the server edge adds outside the core (Prometheus
 metrics and the verdict log), to explain the end-to-end figure of load_sipp.py.
@@ -398,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         measure("receive_datagram (block)", receive, blocked, it, rep),
         measure("receive_datagram (180, 2 Via lines)", receive, ringing, it, rep),
         measure("receive_datagram (180, 1 joined Via)", receive, ringing_joined, it, rep),
+        measure("receive_datagram (BYE in dialog)", receive, [call[5] for call in calls], it, rep),
         measure_calls("full call, 7 msgs, core only", core, calls, it, rep),
     ]
 
@@ -407,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics(core.pool)
     pass_events = [core.receive_datagram(d, SBC, 0.0) for d in passing]
     rows.append(measure("edge: Metrics.record (pass INVITE)", metrics.record, pass_events, it, rep))
+    relay_events = [core.receive_datagram(d, SBC, 0.0) for d in ringing]
+    rows.append(measure("edge: Metrics.record (relayed 180)", metrics.record, relay_events, it, rep))
     with tempfile.TemporaryDirectory() as tmp:
         vlog = VerdictLog(os.path.join(tmp, "verdicts.jsonl"))
         screened = [next(e for e in evs if isinstance(e, Screened)) for evs in pass_events]

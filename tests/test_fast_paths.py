@@ -172,3 +172,38 @@ def test_labelled_and_privacy_calls_are_reserialised() -> None:
     data = request(caller="+12125550142")
     assert parse_datagram(data) is not None
     assert core.receive_datagram(data, PEER, 0.0) == _without_wire(core, data, PEER)
+
+
+def test_verdict_line_is_what_json_dumps_writes() -> None:
+    import json
+
+    from proxy.events import Screened
+    from proxy.screening import Action, Screening, Verdict
+    from proxy.verdict_log import format_verdict, verdict_record
+
+    core = make_core(make_config(screening={"label": ["+12125550142"]}))
+    screened = [
+        e
+        for data in (
+            request(),
+            request(caller="+12125550142"),
+            request(call_id='odd "id"\\\u00e9\x01@x'),
+            request(caller="anonymous"),
+        )
+        for e in core.receive_datagram(data, PEER, 0.0)
+        if isinstance(e, Screened)
+    ]
+    base = screened[0]
+    block = Verdict(Action.BLOCK, 100, ("blocklist", "dno"), observed=("x",))
+    screened += [
+        dataclasses.replace(
+            base,
+            screening=Screening(block, "static_block", (("obs", block),), ("broken",)),
+            action=Action.BLOCK,
+        ),
+        dataclasses.replace(base, call=dataclasses.replace(base.call, call_id="\udcff\u2028x")),
+    ]
+    for ev in screened:
+        for ts in (0, 1_790_000_000.1234567, 12.5):
+            expected = json.dumps(verdict_record(ts, ev), separators=(",", ":")) + "\n"
+            assert format_verdict(ts, ev) == expected
