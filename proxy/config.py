@@ -7,6 +7,7 @@ Every problem becomes one ``ConfigError`` naming the key, e.g.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,10 @@ class SipConfig:
     # how datagrams reach the workers: "source" (SO_REUSEPORT, the kernel
     # hashes the sender's address) or "message" (one socket all workers read)
     worker_balance: str = "source"
+    # with workers: worker i also listens on worker_port_base + i and puts
+    # that port in its Via and Record-Route, so a call's responses and
+    # in-dialog requests come back to the worker that screened it; 0: off
+    worker_port_base: int = 0
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -214,10 +219,16 @@ def _sip(t: Table) -> SipConfig:
         overload_backlog=t.integer("overload_backlog", d.overload_backlog, 0, 1 << 30),
         workers=t.integer("workers", d.workers, 0, 64),
         worker_balance=t.string("worker_balance", d.worker_balance, ("source", "message")),
+        worker_port_base=t.integer("worker_port_base", d.worker_port_base, 0, 65535 - 64),
         udp_receive_buffer=t.integer("udp_receive_buffer", d.udp_receive_buffer, 0, 1 << 30),
         limits=limits,
     )
     t.done()
+    base, count = cfg.worker_port_base, cfg.workers or os.cpu_count() or 1
+    if base and base <= cfg.port < base + count:
+        raise ConfigError(
+            "sip.worker_port_base", f"the worker ports {base}..{base + count - 1} include sip.port"
+        )
     if cfg.host in ("0.0.0.0", "::") and not cfg.advertised_host:
         raise ConfigError("sip.advertised_host", "required when sip.host is a wildcard address")
     return cfg

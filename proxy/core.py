@@ -107,6 +107,9 @@ class StatelessProxy:
         # with siblings pings from a socket of its own, so the answer comes
         # back to it and not to whichever sibling the kernel picks
         self.ping_port = self.port
+        # ports that are us in a Via, Route or Request-URI: the SIP port and,
+        # with [sip] worker_port_base, the worker's own (self.port is then that)
+        self.local_ports = frozenset((self.port,))
         self.local_hosts = frozenset((_bracket(cfg.sip.host), self.host))
         self.switch_hosts = frozenset(s.host for s in cfg.switches)
         self.trusted_hops = {(s.host, s.port): s.trusted for s in cfg.switches}
@@ -414,7 +417,7 @@ class StatelessProxy:
         return first is not None and first.name == "emergency" and first.check(call) is not None
 
     def _is_us(self, host: str, port: int | None) -> bool:
-        return host in self.local_hosts and (port or 5060) == self.port
+        return host in self.local_hosts and (port or 5060) in self.local_ports
 
     def _rr(self, transport: str) -> str:
         suffix = ";transport=tcp" if transport == "tcp" else ""

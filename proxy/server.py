@@ -102,6 +102,7 @@ class Worker:
             ) from None
         self.udp: UdpEdge | None = None
         self.ping_udp: UdpEdge | None = None
+        self.own_udp: UdpEdge | None = None  # [sip] worker_port_base
         self.udp_queue: UdpQueueReader | None = None
         self.tcp: TcpEdge | None = None
         self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer] = []
@@ -114,6 +115,8 @@ class Worker:
         for ev in events:
             if isinstance(ev, Send):
                 edge = self.udp if ev.dest.transport == "udp" else self.tcp
+                if self.own_udp is not None and edge is self.udp and ev.data[:8] != b"SIP/2.0 ":
+                    edge = self.own_udp  # requests leave from the port in our Via
                 if edge is None or not edge.send(ev.dest, ev.data):
                     self.metrics.send_errors.labels(ev.dest.transport).inc()
             elif isinstance(ev, Screened):
@@ -153,7 +156,9 @@ class Worker:
                 "tcp",
                 loop.create_server(self.tcp.protocol, sip.host, sip.port, reuse_port=shared),
             )
-        if shared and self.cfg.routing.health_checks:
+        if self.role is not None and sip.worker_port_base:
+            await self._open_worker_port(loop, sip.worker_port_base + self.role.index)
+        elif shared and self.cfg.routing.health_checks:
             await self._open_ping_socket(loop)
         if self.cfg.blocklists.dir:
             if self.slot.current is not None:
@@ -289,6 +294,25 @@ class Worker:
     async def _all_metrics(self) -> bytes:
         assert self.role is not None
         return await gathered_metrics(self.role, self.metrics.registry)
+
+    async def _open_worker_port(self, loop: asyncio.AbstractEventLoop, port: int) -> None:
+        """This worker's own port, in its Via and Record-Route: responses and
+        in-dialog requests of the calls it screens come back to it, so its
+        reputation engine sees their outcomes, and so do its health checks."""
+        host = self.cfg.sip.host
+        edge = self.own_udp = UdpEdge(self.core, self.dispatch)
+        edge.on_receive = self.metrics.received.labels("udp").inc
+        await self._listen(
+            "udp (worker port)",
+            loop.create_datagram_endpoint(lambda: edge, local_addr=(host, port)),
+            port=port,
+        )
+        if "tcp" in self.cfg.sip.transports and self.tcp is not None:
+            await self._listen(
+                "tcp (worker port)", loop.create_server(self.tcp.protocol, host, port), port=port
+            )
+        self.core.port = self.core.ping_port = port
+        self.core.local_ports = frozenset((self.cfg.sip.port, port))
 
     async def _open_ping_socket(self, loop: asyncio.AbstractEventLoop) -> None:
         """Health checks from a port of this worker's own (see core.ping_port)."""

@@ -370,3 +370,79 @@ def test_gathered_metrics_pass_promtool(proxy: Proxy) -> None:
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     assert text.count("# TYPE rs_screening_verdicts_total counter") == 1
     assert "rs_workers_reporting 2.0" in text
+
+
+def answer_invites(switch: socket.socket, expect: int, seconds: float) -> list[bytes]:
+    """Be a switch answering each INVITE with 200 to its top Via; returns
+    the INVITEs."""
+    invites: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    while len(invites) < expect and time.monotonic() < deadline:
+        try:
+            data = switch.recv(65535)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        if not data.startswith(b"INVITE "):
+            continue
+        invites.append(data)
+        head = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+        names = (b"via", b"from", b"to", b"call-id", b"cseq")
+        keep = [h for h in head if h.split(b":")[0].lower() in names]
+        keep = [h + b";tag=sw" if h.lower().startswith(b"to:") else h for h in keep]
+        sent_by = keep[0].split(b" ")[2].split(b";")[0].decode()
+        host, port = sent_by.rsplit(":", 1)
+        reply = b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Content-Length: 0", b"", b""])
+        switch.sendto(reply, (host, int(port)))
+    return invites
+
+
+def test_worker_ports_bring_each_call_outcome_back_to_its_worker(
+    tmp_path: Path, callers: list[socket.socket]
+) -> None:
+    """With worker_port_base, a worker puts its own port in Via and
+    Record-Route: the switch's answer returns to the worker that screened
+    the call, so its reputation engine counts the outcome. Without it, the
+    answers would all reach whichever worker the switch's address hashes to."""
+    p = Proxy(tmp_path, extra="[reputation]\nenabled = true\n")
+    base = free_port()
+    while not all(port_free(base + i) for i in range(2)):
+        base = free_port()
+    p.config.write_text(
+        p.config.read_text().replace("workers = 2\n", f"workers = 2\nworker_port_base = {base}\n")
+    )
+    p.start()
+    try:
+        wait_for(lambda: ready(p), "two workers ready")
+        for i, sock in enumerate(callers):
+            invite(sock, p, f"+1202555{i:04d}", f"own-{i}")
+        invites = answer_invites(p.switch, SOCKETS, 10)
+        assert len(invites) == SOCKETS
+        ports = {m.split(b"\r\nVia: SIP/2.0/UDP 127.0.0.1:")[1].split(b";")[0] for m in invites}
+        assert ports == {str(base).encode(), str(base + 1).encode()}, ports
+        assert all(
+            f"Record-Route: <sip:127.0.0.1:{base}".encode() in m
+            or f"Record-Route: <sip:127.0.0.1:{base + 1}".encode() in m
+            for m in invites
+        )
+        oks = [m for box in gather(callers, 5, want=1) for m in box]
+        assert len([m for m in oks if m.startswith(b"SIP/2.0 200 ")]) == SOCKETS
+        wait_for(
+            lambda: sum(p.samples("rs_peer_call_finals_total").values()) == SOCKETS,
+            "every answer counted",
+            timeout=5,
+        )
+        finals = p.samples("rs_peer_call_finals_total")
+        verdicts = p.samples("rs_screening_verdicts_total")
+        assert finals == verdicts, (finals, verdicts)
+    finally:
+        p.stop()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
