@@ -79,6 +79,14 @@ def test_example_file_is_valid_and_documents_every_key() -> None:
             "expected one of",
         ),
         ({"sip": {"host": "0.0.0.0"}}, "sip.advertised_host", "required"),
+        ({"sip": {"workers": 65}}, "sip.workers", "from 0 to 64"),
+        ({"sip": {"worker_balance": "random"}}, "sip.worker_balance", "expected one of"),
+        (
+            {"sip": {"port": 5061, "workers": 4, "worker_port_base": 5060}},
+            "sip.worker_port_base",
+            "include sip.port",
+        ),
+        ({"sip": {"overload_backlog": -1}}, "sip.overload_backlog", "from 0"),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], key: str, problem: str) -> None:
