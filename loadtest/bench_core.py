@@ -18,6 +18,8 @@ messages (Call-ID, tags, branch and caller differ) so no cache sees one key.
 
     .venv/bin/python loadtest/bench_core.py [--iterations N] [--repeats R]
     .venv/bin/python loadtest/bench_core.py --profile   # cProfile of full calls
+    .venv/bin/py-spy record -r 200 -f raw -o spy.txt -- \
+        .venv/bin/python loadtest/bench_core.py --spin 20  # full calls for py-spy
 """
 
 from __future__ import annotations
@@ -350,6 +352,20 @@ def profile(path: Path, n_calls: int) -> None:
     print(f"wrote {path}")
 
 
+def spin(seconds: float) -> None:
+    """Full calls through receive_datagram and Metrics.record for ``seconds``:
+    a steady target for a sampling profiler such as py-spy."""
+    setup = make_proxy()
+    calls = [full_call(setup, n) for n in range(CALL_VARIANTS)]
+    core = make_proxy()
+    receive, record = core.receive_datagram, Metrics(core.pool).record
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for call in calls:
+            for data in call:
+                record(receive(data, SBC, 0.0))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iterations", type=int, default=20000, help="calls per repeat")
@@ -362,7 +378,11 @@ def main(argv: list[str] | None = None) -> int:
         const=RESULTS / "profile_core.txt",
         help="write a cProfile summary of full calls instead of benchmarking",
     )
+    ap.add_argument("--spin", type=float, metavar="SECONDS", help="run full calls (for py-spy)")
     args = ap.parse_args(argv)
+    if args.spin:
+        spin(args.spin)
+        return 0
     if args.profile is not None:
         profile(args.profile, 8192)
         return 0
@@ -410,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     pass_events = [core.receive_datagram(d, SBC, 0.0) for d in passing]
     rows.append(measure("edge: Metrics.record (pass INVITE)", metrics.record, pass_events, it, rep))
     relay_events = [core.receive_datagram(d, SBC, 0.0) for d in ringing]
-    rows.append(measure("edge: Metrics.record (relayed 180)", metrics.record, relay_events, it, rep))
+    rows.append(
+        measure("edge: Metrics.record (relayed 180)", metrics.record, relay_events, it, rep)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         vlog = VerdictLog(os.path.join(tmp, "verdicts.jsonl"))
         screened = [next(e for e in evs if isinstance(e, Screened)) for evs in pass_events]
