@@ -48,7 +48,7 @@ from loadtest.procs import (
 )
 from loadtest.report import markdown, ratios
 from loadtest.runs import LoadRun, Runner, environment, find_max_rate, overload_summary
-from loadtest.targets import Target, TargetOptions, make_targets
+from loadtest.targets import Target, TargetOptions, make_targets, snapshot_source, source_env
 from loadtest.workload import Mix, Workload, WorkloadError, prepare
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,8 +80,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="proxy [sip] record_route and Kamailio record_route() (default on)",
     )
-    ap.add_argument("--workers", type=int, help="write [sip] workers = N in the proxy's TOML")
+    ap.add_argument(
+        "--workers", type=int, help="write [sip] workers = N in the proxy's TOML (0: one per CPU)"
+    )
     ap.add_argument("--no-verdict-log", action="store_true", help="proxy verdict log off")
+    ap.add_argument(
+        "--source",
+        default="worktree",
+        help="proxy code to measure: 'worktree' (copied at the start, default) or a git revision",
+    )
     ap.add_argument("--json", type=Path, default=RESULTS / "comparison.json")
     ap.add_argument("--markdown", type=Path, default=RESULTS / "comparison.md")
     ap.add_argument("--keep", action="store_true", help="keep the work dirs (logs, SIPp stats)")
@@ -104,8 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--fixed-rate must be at least 1")
     if not 0.5 <= args.step_seconds <= 120:
         ap.error("--step-seconds must be between 0.5 and 120")
-    if args.workers is not None and not 1 <= args.workers <= 64:
-        ap.error("--workers must be between 1 and 64")
+    if args.workers is not None and not 0 <= args.workers <= 64:
+        ap.error("--workers must be between 0 (one per CPU) and 64")
     try:
         args.mix = Mix(args.blocked_share, args.labelled_share, args.cancel_share)
     except WorkloadError as exc:
@@ -237,18 +244,23 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)  # unwinds through every finally: all stopped
 
     signal.signal(signal.SIGTERM, on_term)
-    options = TargetOptions(
-        record_route=args.record_route, workers=args.workers, verdict_log=not args.no_verdict_log
-    )
-    targets = make_targets(args.target_names, options)
-    command = "python -m loadtest " + shlex.join(argv if argv is not None else sys.argv[1:])
-    say(f"loadtest ({source_version()}): {', '.join(t.name for t in targets)}; {command}")
-    say(f"note: {os.cpu_count()} cores shared by the target and SIPp UAC and UAS")
     env = environment()
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="rs-loadtest-"))
+    source = snapshot_source(base / "source", args.source)
+    version = source_version() if args.source == "worktree" else _commit(args.source)
+    options = TargetOptions(
+        record_route=args.record_route,
+        workers=args.workers,
+        verdict_log=not args.no_verdict_log,
+        source=source,
+    )
+    targets = make_targets(args.target_names, options)
+    command = "python -m loadtest " + shlex.join(argv if argv is not None else sys.argv[1:])
+    say(f"loadtest ({version}): {', '.join(t.name for t in targets)}; {command}")
+    say(f"note: {os.cpu_count()} cores shared by the target and SIPp UAC and UAS")
     try:
-        workload = prepare(base / "workload", args.mix, args.list_size)
+        workload = prepare(base / "workload", args.mix, args.list_size, source_env(source))
         runner = Runner(workload, base, keep=args.keep)
         results = {t.name: measure_target(runner, t, args) for t in targets}
     finally:
@@ -258,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(base, ignore_errors=True)
     result: dict[str, Any] = {
         "benchmark": "loadtest comparison",
-        "source": source_version(),
+        "source": version,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": command.strip(),
         "environment": env,
@@ -295,6 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     say(f"wrote {args.markdown}\n")
     say(markdown(result))
     return 0
+
+
+def _commit(revision: str) -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", revision],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=10,
+        check=False,
+    )  # fmt: skip
+    return f"{revision} = {done.stdout.strip()}" if done.returncode == 0 else revision
 
 
 def _version(cmd: list[str]) -> str:

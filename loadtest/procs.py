@@ -113,10 +113,17 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                cmd,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         self.procs.append((name, proc))
         return proc

@@ -54,6 +54,7 @@ ROWS: list[tuple[str, tuple[str, ...], int]] = [
     ("cost run: rate (calls/s)", ("cost", "rate"), 0),
     ("cost run: CPU-s per 1000 calls", ("cost", "cpu_per_1000_calls"), 3),
     ("cost run: target CPU (cores)", ("cost", "target_core_utilisation"), 2),
+    ("cost run: SIPp UAS+UAC CPU (cores)", ("cost", "sipp_core_utilisation"), 2),
     ("cost run: failed calls", ("cost", "failed"), 0),
     ("cost run: INVITE->final p99 (ms, SIPp)", ("cost", "final_ms", "p99"), 0),
     ("added INVITE->603 p50/p99 idle (µs)", ("latency", "idle", "added_us", "invite_603"), 0),
