@@ -96,8 +96,10 @@ class StatelessProxy:
         # an injected monotonic clock, only to measure how long screening
         # takes; decisions never read it
         self.timer = timer
-        # set by the worker while its event loop lags: new calls get 503
-        self.overloaded = False
+        # share of new calls admitted, set by the worker's overload guard; the
+        # rest get 503 (emergency calls never)
+        self.admit = 1.0
+        self._credit = 0.0
         self.reputation = reputation  # fed every INVITE, final response and BYE it sees
         self.pipeline = pipeline
         self.pool = pool
@@ -261,7 +263,12 @@ class StatelessProxy:
         label: Verdict | None = None
         if initial and method in SCREENED_METHODS:
             call = call_facts(req, source.host, now)
-            if self.overloaded and not _is_sos(req.uri) and not self._emergency(call):
+            if (
+                self.admit < 1.0
+                and not self._admitted()
+                and not _is_sos(req.uri)
+                and not self._emergency(call)
+            ):
                 return [Shed(method), *reply(503, "Service Unavailable", (("Retry-After", "5"),))]
             if self.reputation is not None and self.reputation.record(call, branch):
                 screened = req.call_id  # recorded now: forget it if answered here
@@ -409,6 +416,23 @@ class StatelessProxy:
         return out_events
 
     # -- helpers ---------------------------------------------------------
+
+    @property
+    def overloaded(self) -> bool:
+        return self.admit < 1.0
+
+    @overloaded.setter
+    def overloaded(self, shed_all: bool) -> None:
+        self.admit = 0.0 if shed_all else 1.0
+
+    def _admitted(self) -> bool:
+        """Admit the share ``admit`` of new calls, evenly: each call adds the
+        share to a credit, and a call is admitted when a whole unit is there."""
+        self._credit += self.admit
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            return True
+        return False
 
     def _emergency(self, call: CallFacts) -> bool:
         """Never shed an emergency call or a PSAP callback (FCC orders)."""

@@ -18,34 +18,50 @@ from dataclasses import dataclass
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-CALM_PROBES = 10  # probes in a row under half the limits before calls are taken again
+DECREASE = 0.8  # admitted share kept per probe under pressure (multiplicative decrease)
+INCREASE = 0.02  # admitted share added per calm probe (additive increase: 5 s from 0 to all)
+CALM = 0.5  # pressure under which the share grows again
 
 
 class OverloadGuard:
+    """Admission control for new calls, probed every 100 ms.
+
+    Pressure is the larger of loop lag / overload_lag and receive queue /
+    overload_backlog. Above 1, the share of new calls admitted shrinks by a
+    fifth per probe; under 0.5 it grows back by 2 points per probe; in
+    between it holds. Shedding only the excess keeps the worker at its
+    capacity: refusing every new call until a calm second (the first design)
+    halved what it completed at 1.5 times its maximum rate (measured with
+    ``python -m loadtest``)."""
+
     def __init__(self, lag_limit: float, backlog_limit: int) -> None:
         self.lag_limit = lag_limit
         self.backlog_limit = backlog_limit
-        self.overloaded = False
+        self.admit = 1.0  # share of new calls admitted
         self.cause = ""
-        self._calm = 0
 
-    def probe(self, lag: float, backlog: int) -> bool:
-        """Feed one probe; returns whether new calls are shed now."""
-        lag_high = self.lag_limit > 0 and lag > self.lag_limit
-        backlog_high = self.backlog_limit > 0 and backlog > self.backlog_limit
-        if lag_high or backlog_high:
-            self.overloaded = True
-            self.cause = "loop-lag" if lag_high else "receive-backlog"
-            self._calm = 0
-            return True
-        calm = (self.lag_limit <= 0 or lag < self.lag_limit / 2) and (
-            self.backlog_limit <= 0 or backlog < self.backlog_limit / 2
-        )
-        self._calm = self._calm + 1 if calm else 0
-        if self._calm >= CALM_PROBES:
-            self.overloaded = False
-            self.cause = ""
-        return self.overloaded
+    @property
+    def overloaded(self) -> bool:
+        return self.admit < 1.0
+
+    def pressure(self, lag: float, backlog: int) -> tuple[float, str]:
+        by_lag = lag / self.lag_limit if self.lag_limit > 0 else 0.0
+        by_backlog = backlog / self.backlog_limit if self.backlog_limit > 0 else 0.0
+        if by_lag >= by_backlog:
+            return by_lag, "loop-lag"
+        return by_backlog, "receive-backlog"
+
+    def probe(self, lag: float, backlog: int) -> float:
+        """Feed one probe; returns the share of new calls to admit now."""
+        pressure, cause = self.pressure(lag, backlog)
+        if pressure > 1.0:
+            self.admit *= DECREASE
+            self.cause = cause
+        elif pressure < CALM and self.admit < 1.0:
+            self.admit = min(1.0, self.admit + INCREASE)
+            if self.admit == 1.0:
+                self.cause = ""
+        return self.admit
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,7 +131,7 @@ class Worker:
         # Outbound calls to switches go over UDP, so UDP always listens.
         shared = self.role is not None  # siblings bind the same port (SO_REUSEPORT)
         udp = self.udp = UdpEdge(self.core, self.dispatch)
-        udp.on_receive = self.metrics.received.labels("udp").inc
+        udp.on_receive = self.metrics.receive_counter("udp")
         given = self.role.sockets if self.role is not None else None
         if given is not None:  # bound by the supervisor, read by every worker
             opening = loop.create_datagram_endpoint(lambda: udp, sock=given.udp)
@@ -148,7 +148,7 @@ class Worker:
             self.udp_queue = UdpQueueReader(sock)
             self.metrics.registry.register(QueueMetrics(self.udp_queue))
         self.tcp = TcpEdge(self.core, self.dispatch, sip.limits)
-        self.tcp.on_receive = self.metrics.received.labels("tcp").inc
+        self.tcp.on_receive = self.metrics.receive_counter("tcp")
         if given is not None and given.tcp is not None:
             await self._listen("tcp", loop.create_server(self.tcp.protocol, sock=given.tcp))
         elif "tcp" in sip.transports:
@@ -301,7 +301,7 @@ class Worker:
         reputation engine sees their outcomes, and so do its health checks."""
         host = self.cfg.sip.host
         edge = self.own_udp = UdpEdge(self.core, self.dispatch)
-        edge.on_receive = self.metrics.received.labels("udp").inc
+        edge.on_receive = self.metrics.receive_counter("udp")
         await self._listen(
             "udp (worker port)",
             loop.create_datagram_endpoint(lambda: edge, local_addr=(host, port)),
@@ -389,10 +389,11 @@ class Worker:
     async def _watch_loop_lag(self) -> None:
         """Measure how late the loop runs a 100 ms timer, and how much waits
         in the UDP receive queue. Beyond [sip] overload_lag or
-        overload_backlog, the worker sheds new calls with 503 (emergency
-        calls excepted); better a fast 503 the caller's network retries
-        elsewhere than every call timing out. It takes calls again after a
-        second under half of both (see proxy.overload)."""
+        overload_backlog, the worker admits a shrinking share of new calls
+        and answers the rest 503 (emergency calls excepted): better a fast
+        503 the caller's network retries elsewhere than every call timing
+        out. The share grows back once both are under half their limits
+        (see proxy.overload)."""
         worst, since = 0.0, time.monotonic()
         while True:
             before = time.monotonic()
@@ -402,7 +403,8 @@ class Worker:
             queue = self.udp_queue.read() if self.udp_queue is not None else None
             backlog = queue.queued_bytes if queue is not None else 0
             was = self.core.overloaded
-            self.core.overloaded = self.overload.probe(lag, backlog)
+            self.core.admit = self.overload.probe(lag, backlog)
+            self.metrics.admitted.set(self.core.admit)
             if self.core.overloaded != was:
                 news = "calls taken again" if was else f"shedding new calls ({self.overload.cause})"
                 log.warning(

@@ -10,40 +10,56 @@ from pathlib import Path
 
 import pytest
 
-from proxy.overload import CALM_PROBES, OverloadGuard, UdpQueueReader, parse_udp_line
+from proxy.events import Address, Shed
+from proxy.overload import DECREASE, INCREASE, OverloadGuard, UdpQueueReader, parse_udp_line
+from tests.conftest import make_config, make_core
 from tests.sipmsg import request
 from tests.test_workers import Proxy, drain, gather, ready, udp_socket, wait_for
 
+PEER = Address("198.51.100.10", 5060, "udp")
 
-def test_lag_beyond_the_limit_sheds_until_a_calm_second() -> None:
+
+def test_pressure_shrinks_the_admitted_share_and_calm_grows_it_back() -> None:
     guard = OverloadGuard(lag_limit=0.25, backlog_limit=100_000)
-    assert not guard.probe(0.2, 0)
-    assert guard.probe(0.3, 0)
-    assert guard.cause == "loop-lag"
-    for _ in range(CALM_PROBES - 1):
-        assert guard.probe(0.01, 0)
-    assert guard.probe(0.2, 0), "between half the limit and the limit is not calm"
-    for _ in range(CALM_PROBES - 1):
-        assert guard.probe(0.0, 0)
-    assert not guard.probe(0.0, 0)
-    assert guard.cause == ""
-
-
-def test_a_long_receive_queue_sheds_even_when_the_loop_is_on_time() -> None:
-    guard = OverloadGuard(lag_limit=0.25, backlog_limit=100_000)
-    assert guard.probe(0.0, 150_000)
+    assert guard.probe(0.2, 90_000) == 1.0  # under both limits
+    assert guard.probe(0.3, 0) == pytest.approx(DECREASE)
+    assert guard.overloaded and guard.cause == "loop-lag"
+    assert guard.probe(0.0, 150_000) == pytest.approx(DECREASE**2)
     assert guard.cause == "receive-backlog"
-    for _ in range(CALM_PROBES):
-        guard.probe(0.0, 60_000)  # under the limit, not under half of it
-    assert guard.overloaded
-    for _ in range(CALM_PROBES):
-        guard.probe(0.0, 10_000)
-    assert not guard.overloaded
+    held = guard.admit
+    assert guard.probe(0.2, 60_000) == held, "between half the limits and the limits: hold"
+    for _ in range(100):
+        guard.probe(0.01, 10_000)
+    assert guard.admit == 1.0 and not guard.overloaded and guard.cause == ""
+
+
+def test_recovery_is_gradual() -> None:
+    guard = OverloadGuard(lag_limit=0.25, backlog_limit=100_000)
+    for _ in range(50):
+        guard.probe(1.0, 0)
+    assert guard.admit < 0.001
+    steps = 0
+    while guard.overloaded:
+        guard.probe(0.0, 0)
+        steps += 1
+    assert steps == pytest.approx(1 / INCREASE, abs=1)
+
+
+def test_the_core_admits_the_share_evenly() -> None:
+    core = make_core(make_config(screening={"psap_numbers": []}))
+    core.admit = 0.25
+    outcomes = []
+    for i in range(12):
+        events = core.receive_datagram(request(call_id=f"share-{i}"), PEER, 1.0)
+        outcomes.append(any(isinstance(e, Shed) for e in events))
+    assert outcomes == [True, True, True, False] * 3
+    sos = core.receive_datagram(request(ruri="sip:911@192.0.2.5", call_id="sos"), PEER, 1.0)
+    assert not any(isinstance(e, Shed) for e in sos)
 
 
 def test_zero_limits_never_shed() -> None:
     guard = OverloadGuard(lag_limit=0.0, backlog_limit=0)
-    assert not guard.probe(10.0, 1 << 30)
+    assert guard.probe(10.0, 1 << 30) == 1.0 and not guard.overloaded
 
 
 def test_proc_net_udp_row() -> None:

@@ -7,6 +7,7 @@ happen once in 2**23 runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -106,6 +107,11 @@ class Proxy:
 
 def udp_socket() -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # room for a burst the test reads only afterwards (root may pass rmem_max)
+    for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+            break
     s.bind(("127.0.0.1", 0))
     s.setblocking(False)
     return s
