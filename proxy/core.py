@@ -118,6 +118,9 @@ class StatelessProxy:
         self.limits = cfg.sip.limits
         self.apply_policy(cfg, pipeline)
         self.nonce = nonce
+        # Our To-tags start with this; other stacks' tags hardly ever look so.
+        self._tag_prefix = f"rs{_digest(nonce)[:10]}-"
+        self._own_tag = f";tag={self._tag_prefix}".encode()  # see _tag
         self._ping_seq = 0
 
     def apply_policy(self, cfg: Config, pipeline: Pipeline) -> None:
@@ -134,6 +137,10 @@ class StatelessProxy:
     # -- entry points ----------------------------------------------------
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> list[Event]:
+        if data[:4] == b"ACK " and self._own_tag in data:
+            # The ACK of a response of ours (its To-tag starts with our nonce):
+            # absorbed without parsing, which matters most while shedding.
+            return [Received("request", "ACK"), Dropped("ack-absorbed")]
         try:
             msg = parse_datagram(data, self.limits)
         except SipParseError as exc:
@@ -234,6 +241,18 @@ class StatelessProxy:
             return [Dropped("ack-absorbed")]
         if req.uri.scheme not in ROUTABLE_SCHEMES and not _is_sos(req.uri):
             return reply(416, "Unsupported URI Scheme")
+        call: CallFacts | None = None
+        if initial and method in SCREENED_METHODS:
+            call = call_facts(req, source.host, now)
+            # Shedding comes first: while overloaded, a refused call must
+            # cost as little as possible (see proxy.overload).
+            if (
+                self.admit < 1.0
+                and not self._admitted()
+                and not _is_sos(req.uri)
+                and not self._emergency(call)
+            ):
+                return [Shed(method), *reply(503, "Service Unavailable", (("Retry-After", "5"),))]
         branch, loop_part = self._branch(req)
         for via in req.vias:
             if self._is_us(via.host, via.port) and (via.branch or "").endswith(loop_part):
@@ -261,15 +280,7 @@ class StatelessProxy:
 
         events: list[Event] = []
         label: Verdict | None = None
-        if initial and method in SCREENED_METHODS:
-            call = call_facts(req, source.host, now)
-            if (
-                self.admit < 1.0
-                and not self._admitted()
-                and not _is_sos(req.uri)
-                and not self._emergency(call)
-            ):
-                return [Shed(method), *reply(503, "Service Unavailable", (("Retry-After", "5"),))]
+        if call is not None:
             if self.reputation is not None and self.reputation.record(call, branch):
                 screened = req.call_id  # recorded now: forget it if answered here
             timer = self.timer
@@ -465,7 +476,7 @@ class StatelessProxy:
 
     def _tag(self, call_id: str, from_tag: str | None, branch: str | None) -> str:
         """To-tag of our own responses; an ACK carrying it is ours to absorb."""
-        return _digest(f"{call_id}|{from_tag}|{branch}|{self.nonce}")[:12]
+        return self._tag_prefix + _digest(f"{call_id}|{from_tag}|{branch}|{self.nonce}")[:8]
 
     def _received_via(self, top: Via, source: Address) -> str | None:
         """The top Via with received/rport filled in (RFC 3261 §18.2.1, RFC

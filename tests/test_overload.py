@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.events import Address, Shed
+from proxy.events import Address, Dropped, Received, Send, Shed
 from proxy.overload import DECREASE, INCREASE, OverloadGuard, UdpQueueReader, parse_udp_line
 from tests.conftest import make_config, make_core
 from tests.sipmsg import request
@@ -156,3 +156,19 @@ def invite_from(sock: socket.socket, proxy: Proxy, i: int, callee: str = "") -> 
         branch=f"z9hG4bK-burst-{i}",
         call_id=f"burst-{i}@test",
     )
+
+
+def test_the_ack_of_a_shed_call_is_absorbed_and_a_2xx_ack_passes() -> None:
+    core = make_core(make_config(screening={"psap_numbers": []}))
+    core.admit = 0.0
+    shed = core.receive_datagram(request(call_id="ack-shed"), PEER, 1.0)
+    reply = next(e for e in shed if isinstance(e, Send)).data
+    to_tag = reply.split(b"\r\nTo: ")[1].split(b"\r\n")[0].split(b";tag=")[1].decode()
+    ack = request("ACK", to_tag=to_tag, call_id="ack-shed")
+    assert core.receive_datagram(ack, PEER, 1.0) == [
+        Received("request", "ACK"),
+        Dropped("ack-absorbed"),
+    ]
+    core.admit = 1.0
+    ack_2xx = request("ACK", to_tag="switch-tag", call_id="up", cseq=101)
+    assert any(isinstance(e, Send) for e in core.receive_datagram(ack_2xx, PEER, 1.0))
