@@ -28,8 +28,9 @@ class OverloadGuard:
 
     Pressure is the larger of loop lag / overload_lag and receive queue /
     overload_backlog. Above 1, the share of new calls admitted shrinks by a
-    fifth per probe; under 0.5 it grows back by 2 points per probe; in
-    between it holds. Shedding only the excess keeps the worker at its
+    fifth per probe, unless the pressure is already falling (the queue is
+    draining: cutting more would refuse calls the worker could take); under
+    0.5 it grows back by 2 points per probe; in between it holds. Shedding only the excess keeps the worker at its
     capacity: refusing every new call until a calm second (the first design)
     halved what it completed at 1.5 times its maximum rate (measured with
     ``python -m loadtest``)."""
@@ -39,6 +40,7 @@ class OverloadGuard:
         self.backlog_limit = backlog_limit
         self.admit = 1.0  # share of new calls admitted
         self.cause = ""
+        self._last = 0.0  # the previous probe's pressure
 
     @property
     def overloaded(self) -> bool:
@@ -54,8 +56,10 @@ class OverloadGuard:
     def probe(self, lag: float, backlog: int) -> float:
         """Feed one probe; returns the share of new calls to admit now."""
         pressure, cause = self.pressure(lag, backlog)
+        falling, self._last = pressure < self._last, pressure
         if pressure > 1.0:
-            self.admit *= DECREASE
+            if not falling:
+                self.admit *= DECREASE
             self.cause = cause
         elif pressure < CALM and self.admit < 1.0:
             self.admit = min(1.0, self.admit + INCREASE)
