@@ -83,6 +83,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--workers", type=int, help="write [sip] workers = N in the proxy's TOML (0: one per CPU)"
     )
+    ap.add_argument(
+        "--worker-balance",
+        choices=("source", "message"),
+        default="",
+        help="write [sip] worker_balance (with --workers)",
+    )
+    ap.add_argument(
+        "--worker-ports",
+        action="store_true",
+        help="write [sip] worker_port_base: each worker a port of its own (with --workers)",
+    )
     ap.add_argument("--no-verdict-log", action="store_true", help="proxy verdict log off")
     ap.add_argument(
         "--source",
@@ -252,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     options = TargetOptions(
         record_route=args.record_route,
         workers=args.workers,
+        worker_balance=args.worker_balance,
+        worker_ports=args.worker_ports,
         verdict_log=not args.no_verdict_log,
         source=source,
     )

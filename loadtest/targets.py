@@ -40,6 +40,8 @@ KAMAILIO_CFG = HERE / "kamailio" / "kamailio.cfg"
 class TargetOptions:
     record_route: bool = True
     workers: int | None = None  # written as [sip] workers = N when given
+    worker_balance: str = ""  # [sip] worker_balance when given: "source" or "message"
+    worker_ports: bool = False  # [sip] worker_port_base: each worker a port of its own
     verdict_log: bool = True
     source: Path | None = None  # a copy of proxy/ and blocklists/ to run (PYTHONPATH)
 
@@ -108,6 +110,10 @@ class ProxyTarget(Target):
         super().__init__()
         self.options = options
         workers = f", {options.workers} workers" if options.workers else ", 1 worker"
+        if options.workers and options.worker_balance:
+            workers += f" ({options.worker_balance} balance)"
+        if options.workers and options.worker_ports:
+            workers += " with worker ports"
         self.description = (
             "robocall-shield" + workers
             + (", record-route" if options.record_route else "")
@@ -127,6 +133,10 @@ class ProxyTarget(Target):
         ]
         if o.workers is not None:
             sip.append(f"workers = {o.workers}")
+        if o.worker_balance:
+            sip.append(f'worker_balance = "{o.worker_balance}"')
+        if o.worker_ports:
+            sip.append(f"worker_port_base = {free_port_block(o.workers or 64)}")
         return "\n".join(
             [
                 *sip,
@@ -281,3 +291,24 @@ def make_targets(names: list[str], options: TargetOptions) -> list[Target]:
         else:
             raise ValueError(f"unknown target {name!r}")
     return out
+
+
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` free UDP ports after it (checked by binding)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count >= 65536:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((HOST, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports found")
