@@ -97,7 +97,10 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | No
             continue
 
         def div(a: Any, b: Any) -> float | None:
-            return round(a / b, 2) if isinstance(a, int | float) and b else None
+            # An added latency at or under 0 is the two percentiles' noise
+            # (through the target minus direct), not a figure to divide by.
+            usable = isinstance(a, int | float) and isinstance(b, int | float)
+            return round(a / b, 2) if usable and a > 0 and b > 0 else None
 
         out[name] = {
             "max_rate": div(mine.get("max_rate"), other.get("max_rate")),
