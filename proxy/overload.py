@@ -30,10 +30,10 @@ class OverloadGuard:
     overload_backlog. Above 1, the share of new calls admitted shrinks by a
     fifth per probe, unless the pressure is already falling (the queue is
     draining: cutting more would refuse calls the worker could take); under
-    0.5 it grows back by 2 points per probe; in between it holds. Shedding only the excess keeps the worker at its
-    capacity: refusing every new call until a calm second (the first design)
-    halved what it completed at 1.5 times its maximum rate (measured with
-    ``python -m loadtest``)."""
+    0.5 it grows back by 2 points per probe; in between it holds. Shedding
+    only the excess keeps the worker at its capacity: refusing every new
+    call until a calm second (the first design) halved what it completed at
+    1.5 times its maximum rate (measured with ``python -m loadtest``)."""
 
     def __init__(self, lag_limit: float, backlog_limit: int) -> None:
         self.lag_limit = lag_limit
