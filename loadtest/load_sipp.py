@@ -60,6 +60,7 @@ from procs import (
     free_port,
     proc_cpu,
     proc_times,
+    show_log_tails,
     source_version,
     thread_cpu,
     udp_bound,
@@ -422,10 +423,7 @@ def run_one(target: Target, args: argparse.Namespace) -> RunResult:
     except BaseException:
         # Keep the logs of a run that broke, and show their ends.
         procs.stop_all()
-        for log in sorted(work.glob("*.log")):
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            print(f"--- {log}\n" + "\n".join(tail), file=sys.stderr)
-        print(f"load_sipp: {target.name} run failed; kept {work}", file=sys.stderr)
+        show_log_tails(work, f"load_sipp: {target.name}")
         raise
     finally:
         procs.stop_all()

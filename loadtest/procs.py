@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,11 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def show_log_tails(work: Path, what: str) -> None:
+    """After a run broke: the last lines of each of its logs, and where they are kept."""
+    for log in sorted(work.glob("*.log")):
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        print(f"--- {log}\n" + "\n".join(tail), file=sys.stderr)
+    print(f"{what} run failed; kept {work}", file=sys.stderr)

@@ -22,7 +22,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest.procs import HOST, Processes, free_port, proc_cpu, udp_bound, udp_errors, wait_for
+from loadtest.procs import (
+    HOST,
+    Processes,
+    free_port,
+    proc_cpu,
+    show_log_tails,
+    udp_bound,
+    udp_errors,
+    wait_for,
+)
 from loadtest.sipp import (
     UacFigures,
     percentiles,
@@ -144,10 +153,7 @@ class Runner:
             )  # fmt: skip
         except BaseException:
             procs.stop_all()
-            for log in sorted(work.glob("*.log")):
-                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-                print(f"--- {log}\n" + "\n".join(tail), file=sys.stderr)
-            print(f"loadtest: {target.name} run failed; kept {work}", file=sys.stderr)
+            show_log_tails(work, f"loadtest: {target.name}")
             raise
         finally:
             procs.stop_all()

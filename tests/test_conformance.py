@@ -166,7 +166,8 @@ def test_corpus_message_parses(row: dict[str, str]) -> None:
             assert declared is not None and int(declared) == len(msg.body)
 
 
-def _all_messages() -> list[bytes]:
+def all_messages() -> list[bytes]:
+    """Every torture and corpus message, or none when ../shared is absent."""
     out: list[bytes] = []
     for name in ("sip-torture", "sip-corpus"):
         with contextlib.suppress(pytest.skip.Exception):
@@ -174,17 +175,16 @@ def _all_messages() -> list[bytes]:
     return out
 
 
-MESSAGES = _all_messages()
+MESSAGES = all_messages()
 
 
-@pytest.mark.skipif(not MESSAGES, reason="shared material ../shared is absent")
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_mutated_messages_only_parse_or_raise(data: st.DataObject) -> None:
-    original = data.draw(st.sampled_from(MESSAGES))
+def mutate(data: st.DataObject, original: bytes, rounds: int, truncate: bool) -> bytes:
+    """Up to ``rounds`` random edits of a message: flipped, inserted, deleted
+    and duplicated bytes, and cut tails when ``truncate``."""
     raw = bytearray(original)
-    for _ in range(data.draw(st.integers(1, 8))):
-        op = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate", "dup"]))
+    ops = ["flip", "insert", "delete", "dup", *(["truncate"] if truncate else [])]
+    for _ in range(data.draw(st.integers(1, rounds))):
+        op = data.draw(st.sampled_from(ops))
         pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
         if op == "flip" and raw:
             raw[pos] = data.draw(st.sampled_from(b'\x00\r\n \t:;,<>"@=%\\/\xff0'))
@@ -196,7 +196,15 @@ def test_mutated_messages_only_parse_or_raise(data: st.DataObject) -> None:
             del raw[pos:]
         elif op == "dup":
             raw[pos:pos] = raw[pos : pos + data.draw(st.integers(1, 64))]
-    blob = bytes(raw)
+    return bytes(raw)
+
+
+@pytest.mark.skipif(not MESSAGES, reason="shared material ../shared is absent")
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_messages_only_parse_or_raise(data: st.DataObject) -> None:
+    original = data.draw(st.sampled_from(MESSAGES))
+    blob = mutate(data, original, rounds=8, truncate=True)
     try:
         parse_datagram(blob)
     except SipParseError as exc:

@@ -7,7 +7,6 @@ both (hypothesis), and whole calls through the core."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 
@@ -19,8 +18,9 @@ from proxy.core import StatelessProxy
 from proxy.events import Address, Event, Send
 from proxy.sip import SipParseError, SipRequest, SipResponse, parse_datagram
 from proxy.sip.parser import parse_message, parse_strict
-from tests.conftest import make_config, make_core, shared_dir
+from tests.conftest import make_config, make_core
 from tests.sipmsg import request, response
+from tests.test_conformance import all_messages, mutate
 
 PEER = Address("198.51.100.10", 5060)
 SWITCH = Address("192.0.2.20", 5080)
@@ -45,15 +45,7 @@ def assert_same_parse(data: bytes) -> None:
                 assert msg.wire == data
 
 
-def _corpus() -> list[bytes]:
-    out: list[bytes] = []
-    for name in ("sip-torture", "sip-corpus"):
-        with contextlib.suppress(pytest.skip.Exception):
-            out.extend(p.read_bytes() for p in sorted(shared_dir(name).glob("*.sip")))
-    return out
-
-
-MESSAGES = _corpus()
+MESSAGES = all_messages()
 
 HAND_MADE = [
     request(),
@@ -93,19 +85,8 @@ def test_fast_parser_agrees_on_torture_and_corpus() -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fast_parser_agrees_on_mutations(data: st.DataObject) -> None:
-    raw = bytearray(data.draw(st.sampled_from(MESSAGES + HAND_MADE)))
-    for _ in range(data.draw(st.integers(1, 6))):
-        op = data.draw(st.sampled_from(["flip", "insert", "delete", "dup"]))
-        pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
-        if op == "flip" and raw:
-            raw[pos] = data.draw(st.sampled_from(b'\x00\r\n \t:;,<>"@=%\\/\xff0'))
-        elif op == "insert":
-            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
-        elif op == "delete":
-            del raw[pos : pos + data.draw(st.integers(1, 32))]
-        elif op == "dup":
-            raw[pos:pos] = raw[pos : pos + data.draw(st.integers(1, 64))]
-    assert_same_parse(bytes(raw))
+    original = data.draw(st.sampled_from(MESSAGES + HAND_MADE))
+    assert_same_parse(mutate(data, original, rounds=6, truncate=False))
 
 
 def _without_wire(core: StatelessProxy, data: bytes, source: Address) -> list[Event]:

@@ -285,31 +285,31 @@ def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None
         p.stop()
 
 
-def answer_options(switch: socket.socket, seconds: float) -> int:
-    """Be a switch answering OPTIONS pings with 200 to the top Via; returns
-    how many it answered."""
-    answered = 0
+def answer_as_switch(
+    switch: socket.socket, method: bytes, seconds: float, until: int | None = None
+) -> list[bytes]:
+    """Be a switch answering each request of ``method`` with 200 to its top
+    Via (with a To-tag), for ``seconds`` or until ``until`` were answered;
+    returns the requests."""
+    answered: list[bytes] = []
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (until is None or len(answered) < until):
         try:
             data = switch.recv(65535)
         except BlockingIOError:
             time.sleep(0.01)
             continue
-        if not data.startswith(b"OPTIONS "):
+        if not data.startswith(method + b" "):
             continue
-        head = data.split(b"\r\n\r\n")[0].split(b"\r\n")
-        keep = [
-            h
-            for h in head[1:]
-            if h.split(b":")[0].lower() in (b"via", b"from", b"to", b"call-id", b"cseq")
-        ]
-        via = next(h for h in keep if h.lower().startswith(b"via:"))
-        sent_by = via.split(b" ")[2].split(b";")[0].decode()
+        answered.append(data)
+        head = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+        names = (b"via", b"from", b"to", b"call-id", b"cseq")
+        keep = [h for h in head if h.split(b":")[0].lower() in names]
+        keep = [h + b";tag=sw" if h.lower().startswith(b"to:") else h for h in keep]
+        sent_by = keep[0].split(b" ")[2].split(b";")[0].decode()
         host, port = sent_by.rsplit(":", 1)
         reply = b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Content-Length: 0", b"", b""])
         switch.sendto(reply, (host, int(port)))
-        answered += 1
     return answered
 
 
@@ -326,7 +326,7 @@ def test_every_worker_sees_its_own_health_checks_answered(tmp_path: Path) -> Non
     p.start()
     try:
         wait_for(lambda: ready(p), "two workers ready")
-        assert answer_options(p.switch, 3.0) >= 4
+        assert len(answer_as_switch(p.switch, b"OPTIONS", 3.0)) >= 4
         ups = p.samples("rs_switch_up")
         responses = p.samples("rs_switch_ping_responses_total")
         assert ups == {"0": 1.0, "1": 1.0}, ups
@@ -378,31 +378,6 @@ def test_gathered_metrics_pass_promtool(proxy: Proxy) -> None:
     assert "rs_workers_reporting 2.0" in text
 
 
-def answer_invites(switch: socket.socket, expect: int, seconds: float) -> list[bytes]:
-    """Be a switch answering each INVITE with 200 to its top Via; returns
-    the INVITEs."""
-    invites: list[bytes] = []
-    deadline = time.monotonic() + seconds
-    while len(invites) < expect and time.monotonic() < deadline:
-        try:
-            data = switch.recv(65535)
-        except BlockingIOError:
-            time.sleep(0.01)
-            continue
-        if not data.startswith(b"INVITE "):
-            continue
-        invites.append(data)
-        head = data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
-        names = (b"via", b"from", b"to", b"call-id", b"cseq")
-        keep = [h for h in head if h.split(b":")[0].lower() in names]
-        keep = [h + b";tag=sw" if h.lower().startswith(b"to:") else h for h in keep]
-        sent_by = keep[0].split(b" ")[2].split(b";")[0].decode()
-        host, port = sent_by.rsplit(":", 1)
-        reply = b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Content-Length: 0", b"", b""])
-        switch.sendto(reply, (host, int(port)))
-    return invites
-
-
 def test_worker_ports_bring_each_call_outcome_back_to_its_worker(
     tmp_path: Path, callers: list[socket.socket]
 ) -> None:
@@ -422,7 +397,7 @@ def test_worker_ports_bring_each_call_outcome_back_to_its_worker(
         wait_for(lambda: ready(p), "two workers ready")
         for i, sock in enumerate(callers):
             invite(sock, p, f"+1202555{i:04d}", f"own-{i}")
-        invites = answer_invites(p.switch, SOCKETS, 10)
+        invites = answer_as_switch(p.switch, b"INVITE", 10, until=SOCKETS)
         assert len(invites) == SOCKETS
         ports = {m.split(b"\r\nVia: SIP/2.0/UDP 127.0.0.1:")[1].split(b";")[0] for m in invites}
         assert ports == {str(base).encode(), str(base + 1).encode()}, ports

@@ -355,13 +355,8 @@ def _response(
     common: tuple[tuple[Header, ...], bytes, tuple[Via, ...], str, int, str, NameAddr, NameAddr],
     max_forwards: int | None,
 ) -> SipResponse:
-    parts = start_line.split(" ", 2)
-    if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
-        raise SipParseError(400, "malformed Status-Line")
-    code = parts[1]
-    if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
-        raise SipParseError(400, f"bad status code {code[:20]!r}")
-    return SipResponse(*common, max_forwards, int(code), parts[2] if len(parts) == 3 else "")
+    code, reason, _ = _status_line(start_line)
+    return SipResponse(*common, max_forwards, code, reason)
 
 
 def _cseq(value: str) -> tuple[int, str]:
