@@ -133,7 +133,8 @@ class Route:
     "chunked", or "close" (read to the end of the connection). ``delay``
     waits before answering; ``hang`` never answers (until HANG_LIMIT or
     stop); ``trickle`` sends the response a byte at a time, this many
-    seconds apart."""
+    seconds apart; ``raw``, when set, is sent verbatim instead of a response
+    built from the other fields."""
 
     status: int = 200
     body: bytes = b""
@@ -142,6 +143,7 @@ class Route:
     delay: float = 0.0
     hang: bool = False
     trickle: float = 0.0
+    raw: bytes | None = None
 
 
 class HttpsServer:
@@ -280,7 +282,7 @@ class HttpsServer:
             return
         if route.delay:
             await asyncio.sleep(route.delay)
-        response = _response(route)
+        response = _response(route) if route.raw is None else route.raw
         if route.trickle:
             for i in range(len(response)):
                 writer.write(response[i : i + 1])

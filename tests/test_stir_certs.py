@@ -142,6 +142,24 @@ async def test_oversize_body_refused(server: HttpsServer, framing: str) -> None:
     assert len((await fetch(server.url("/fits"))).body) == 64 * 1024
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 20000 + b"\r\n\r\n",  # head over 16 KiB
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\ntruncated",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n",
+        b"",  # closed without a word
+    ],
+)
+async def test_malformed_responses_refused(server: HttpsServer, raw: bytes) -> None:
+    server.routes["/raw"] = Route(raw=raw)
+    assert (await fetch_error(fetcher_for(server), server.url("/raw"))).reason == "bad-response"
+
+
 async def test_untrusted_server_is_a_tls_failure(server: HttpsServer) -> None:
     server.routes["/c.pem"] = Route(body=PEM)
     other = ThrowawayCA("another CA")
