@@ -20,6 +20,7 @@ from .reputation.settings import ReputationConfig, parse_reputation
 from .sip.grammar import is_token
 from .sip.limits import Limits
 from .sip.numbers import e164_key
+from .stir.settings import StirConfig, parse_stir
 from .subscribers.settings import SubscriberConfig, parse_subscribers
 
 PLACEHOLDER_REDRESS_URL = "https://redress.example.net/robocall-shield"
@@ -142,6 +143,7 @@ class Config:
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     subscribers: SubscriberConfig = field(default_factory=SubscriberConfig)
     peers: tuple[PeerConfig, ...] = ()
+    stir: StirConfig = field(default_factory=StirConfig)
 
     @property
     def public_url(self) -> str:
@@ -180,6 +182,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         reputation=parse_reputation(root.sub("reputation")),
         subscribers=parse_subscribers(root.sub("subscribers")),
         peers=parse_peers(root.data.pop("peers", None)),
+        stir=parse_stir(root.sub("stir")),
     )
     root.done()
     if cfg.redress.url == PLACEHOLDER_REDRESS_URL and cfg.subscribers.enabled and cfg.admin.enabled:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from .config import Config, RedressConfig, SwitchConfig
 from .events import (
     Address,
+    AwaitCertificate,
     CallOutcome,
     Dropped,
     Event,
@@ -29,7 +32,7 @@ from .events import (
 )
 from .reputation import ReputationEngine
 from .routing import SwitchPool
-from .screening import Action, Pipeline, Verdict
+from .screening import Action, Pipeline, Screening, Verdict
 from .sip import (
     CallFacts,
     SipParseError,
@@ -49,6 +52,16 @@ from .sip.builder import encode, replace_first_value
 from .sip.grammar import is_digits, split_commas
 from .sip.message import SipMessage
 from .sip.via import parse_via_value
+from .stir.verstat import with_verstat
+
+if TYPE_CHECKING:
+    from .stir.checker import StirVerifier
+
+PASSED, FAILED = "TN-Validation-Passed", "TN-Validation-Failed"
+# [stir] reject_failed: the verdict recorded for a call refused with 438
+REJECTED_IDENTITY = Screening(
+    Verdict(Action.BLOCK, 100, ("stir-failed",), sip_status=438), "stir"
+)
 
 ROUTABLE_SCHEMES = frozenset(("sip", "sips", "tel"))
 SCREENED_METHODS = frozenset(("INVITE", "MESSAGE"))
@@ -101,6 +114,7 @@ class StatelessProxy:
         self.admit = 1.0
         self._credit = 0.0
         self.reputation = reputation  # fed every INVITE, final response and BYE it sees
+        self.stir: StirVerifier | None = None  # set by the worker when [stir] is enabled
         self.pipeline = pipeline
         self.pool = pool
         self.host = _bracket(cfg.sip.public_host)
@@ -149,11 +163,17 @@ class StatelessProxy:
             return []
         return self.receive_message(msg, source, now)
 
-    def receive_message(self, msg: SipMessage, source: Address, now: float) -> list[Event]:
+    def receive_message(
+        self, msg: SipMessage, source: Address, now: float, waited: bool = False
+    ) -> list[Event]:
+        """``waited``: offered again after waiting for its certificate
+        (AwaitCertificate); counted when it first arrived."""
         if isinstance(msg, SipResponse):
             received = Received("response", msg.cseq_method, msg.status)
             return [received, *self._response(msg, source, now)]
         try:
+            if waited:
+                return self._request(msg, source, now, waited)
             return [Received("request", msg.method), *self._request(msg, source, now)]
         except SipParseError as exc:  # a header parsed lazily turned out malformed
             exc.headers, exc.is_request = msg.headers, True
@@ -214,7 +234,9 @@ class StatelessProxy:
 
     # -- requests --------------------------------------------------------
 
-    def _request(self, req: SipRequest, source: Address, now: float) -> list[Event]:
+    def _request(
+        self, req: SipRequest, source: Address, now: float, waited: bool = False
+    ) -> list[Event]:
         top = req.vias[0]
         top_via = self._received_via(top, source)
         method = req.method
@@ -280,6 +302,24 @@ class StatelessProxy:
 
         events: list[Event] = []
         label: Verdict | None = None
+        verstat: str | None = None
+        if call is not None and self.stir is not None:
+            checked = self.stir.verify(req, call, now, may_wait=not waited)
+            if isinstance(checked, str):  # its certificate is being fetched
+                return [AwaitCertificate(checked, req, source)]
+            verstat = checked.outcome.value
+            passed = verstat == PASSED
+            call = replace(
+                call,
+                verified=verstat,
+                verify_reason=checked.reason,
+                attest=checked.attest if passed else call.attest,
+            )
+            if verstat == FAILED and self.stir.cfg.reject_failed:
+                events.append(Screened(call, REJECTED_IDENTITY, Action.BLOCK))
+                return events + reply(438, "Invalid Identity Header")
+            if not self.stir.cfg.verstat:
+                verstat = None
         if call is not None:
             if self.reputation is not None and self.reputation.record(call, branch):
                 screened = req.call_id  # recorded now: forget it if answered here
@@ -325,7 +365,9 @@ class StatelessProxy:
         if trusted is None and not from_switch:
             return events + reply(403, "Forbidden (relaying to other hosts is denied)")
         strip_pai = not trusted and _privacy_id(req)
-        data = self._forward(req, branch, top_via, dest, source, popped, label, strip_pai)
+        data = self._forward(
+            req, branch, top_via, dest, source, popped, label, strip_pai, verstat
+        )
         return [*events, Send(dest, data), Forwarded("request", method)]
 
     def _forward(
@@ -338,13 +380,14 @@ class StatelessProxy:
         popped: int,
         label: Verdict | None,
         strip_pai: bool,
+        verstat: str | None = None,
     ) -> bytes:
         out = [("Via", f"SIP/2.0/{dest.transport.upper()} {self.host}:{self.port};branch={branch}")]
         if self.cfg.sip.record_route and req.to.tag is None and req.method in DIALOG_METHODS:
             out.append(("Record-Route", self._rr(dest.transport)))
             if dest.transport != source.transport:  # RFC 5658 double Record-Route
                 out.append(("Record-Route", self._rr(source.transport)))
-        if req.wire and label is None and not strip_pai and not popped:
+        if req.wire and label is None and not strip_pai and not popped and verstat is None:
             spliced = _splice_request(req, out, top_via, self.verdict_key)
             if spliced is not None:
                 return spliced
@@ -370,10 +413,13 @@ class StatelessProxy:
             elif key == "p-asserted-identity":
                 if strip_pai:
                     continue
-                if label is not None:
-                    value = ", ".join(relabel_address(p, self.label) for p in split_commas(value))
-            elif key == "from" and label is not None:
-                value = relabel_address(value, self.label)
+                if label is not None or verstat is not None:
+                    value = ", ".join(
+                        self._caller_value(p, label, verstat) for p in split_commas(value)
+                    )
+            elif key == "from" and (label is not None or verstat is not None):
+                has_pai = req.header("p-asserted-identity") is not None
+                value = self._caller_value(value, label, None if has_pai else verstat)
             out.append((name, value))
         if not mf_seen:
             out.append(("Max-Forwards", "70"))
@@ -381,6 +427,12 @@ class StatelessProxy:
             reasons = ",".join(label.reasons)
             out.append((self.verdict_header, f"label; score={label.score}; reasons={reasons}"))
         return serialize_request(req.method, req.uri.raw, out, req.body)
+
+    def _caller_value(self, value: str, label: Verdict | None, verstat: str | None) -> str:
+        """A From or P-Asserted-Identity value with the label and verstat."""
+        if label is not None:
+            value = relabel_address(value, self.label)
+        return with_verstat(value, verstat) if verstat is not None else value
 
     # -- responses -------------------------------------------------------
 

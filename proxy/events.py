@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .screening import Action, Screening
 from .sip.identity import CallFacts
+from .sip.message import SipRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,16 @@ class Shed:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitCertificate:
+    """Hold this INVITE until the certificate at ``url`` is fetched (or the
+    [stir] budget runs out), then offer it to the core again."""
+
+    url: str
+    request: SipRequest
+    source: Address
+
+
+@dataclass(frozen=True, slots=True)
 class PingAnswered:
     switch: str
     status: int
@@ -106,4 +117,5 @@ Event = (
     | CallOutcome
     | Shed
     | PingAnswered
+    | AwaitCertificate
 )

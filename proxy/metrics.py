@@ -34,6 +34,7 @@ from .peers import PeerDirectory
 from .reputation import ReputationEngine
 from .reputation.traffic import TrafficTable
 from .routing import SwitchPool, SwitchState
+from .stir.certs import CertificateCache
 from .subscribers.service import SubscriberService
 
 # seconds; screening and transit take tens of µs to a few ms
@@ -113,6 +114,13 @@ class Metrics:
             "rs_peer_answered_calls_ended",
             "Answered calls per peer whose BYE the proxy saw",
             ["peer"],
+            registry=r,
+        )
+        self.stir_results = Counter(
+            "rs_stir_verifications",
+            "STIR/SHAKEN verifications of incoming calls, by verstat result, reason and the "
+            "attestation verified (none unless passed)",
+            ["result", "reason", "attest"],
             registry=r,
         )
         self.shed = Counter(
@@ -202,6 +210,18 @@ class Metrics:
 
         self.received.labels(transport)  # at 0 from the start
         return received
+
+    def watch_certificates(self, cache: Callable[[], CertificateCache | None]) -> FetchHook:
+        """The STIR certificate cache's counters, read at scrape time; returns
+        the hook the cache calls with each fetch's duration."""
+        self.registry.register(_CertificateCollector(cache))
+        fetch_seconds = PlainHistogram(
+            "rs_stir_certificate_fetch_seconds",
+            "Time to fetch an STI certificate (x5u) over HTTPS, successful or not",
+            FETCH_BUCKETS,
+        )
+        self.registry.register(fetch_seconds)
+        return lambda seconds, ok: fetch_seconds.observe(seconds)
 
     def watch_reputation(self, engine: Callable[[], ReputationEngine | None]) -> None:
         """Read at scrape time; ``engine`` is asked each time since a reload
@@ -312,6 +332,12 @@ class Metrics:
                 inc(self.observed, (name, verdict.action.value))
             for name in result.failed:
                 inc(self.check_errors, (name,))
+            call = ev.call
+            if call.verified is not None:
+                attest = (
+                    call.attest or "none" if call.verified == "TN-Validation-Passed" else "none"
+                )
+                inc(self.stir_results, (call.verified, call.verify_reason or "", attest))
         elif isinstance(ev, CallOutcome):
             peer = self.peers.name_of(ev.source)
             if ev.answered is not None:
@@ -445,3 +471,46 @@ class PlainHistogram(Collector):
         family = HistogramMetricFamily(self.name, self.documentation)
         family.add_metric([], buckets, self.sum)
         yield family
+
+
+FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0)
+FetchHook = Callable[[float, bool], None]
+
+
+class _CertificateCollector(Collector):
+    def __init__(self, cache: Callable[[], CertificateCache | None]) -> None:
+        self.cache = cache
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        cache = self.cache()
+        if cache is None:
+            return
+        lookups = CounterMetricFamily(
+            "rs_stir_certificate_lookups",
+            "Certificate cache lookups on the call path: hit, negative (a remembered "
+            "failure) or miss",
+            labels=["outcome"],
+        )
+        for outcome, value in (
+            ("hit", cache.hits), ("negative", cache.negative_hits), ("miss", cache.misses)
+        ):  # fmt: skip
+            lookups.add_metric([outcome], value)
+        fetches = CounterMetricFamily(
+            "rs_stir_certificate_fetches",
+            "Certificate fetches by outcome: ok, fetch-error, invalid (chain refused), busy",
+            labels=["outcome"],
+        )
+        failed = cache.fetch_errors + cache.invalid
+        for outcome, value in (
+            ("ok", cache.fetches - failed), ("fetch-error", cache.fetch_errors),
+            ("invalid", cache.invalid), ("busy", cache.busy),
+        ):  # fmt: skip
+            fetches.add_metric([outcome], max(0, value))
+        cached = GaugeMetricFamily("rs_stir_certificates_cached", "Certificates in the cache")
+        cached.add_metric([], len(cache))
+        yield lookups
+        yield fetches
+        yield cached

@@ -28,7 +28,7 @@ from .blocklist_loader import BlocklistLoader
 from .config import PLACEHOLDER_REDRESS_URL, Config, load_config
 from .config_table import ConfigError
 from .core import StatelessProxy
-from .events import Event, Screened, Send
+from .events import AwaitCertificate, Event, Screened, Send
 from .metrics import Metrics
 from .overload import OverloadGuard, QueueMetrics, UdpQueueReader
 from .peers import PeerDirectory
@@ -36,6 +36,10 @@ from .reputation import ReputationEngine
 from .reputation.explain import explain_number
 from .routing import SwitchPool
 from .screening import Pipeline, SubscriberCheck, build_pipeline
+from .stir.certs import CertificateCache, HttpsFetcher
+from .stir.chain import TrustStore, TrustStoreError
+from .stir.checker import StirVerifier
+from .stir.settings import StirConfig
 from .subscribers.api import SubscriberApi
 from .subscribers.links import LinkSigner
 from .subscribers.pages import Pages
@@ -87,6 +91,9 @@ class Worker:
             timer=time.perf_counter,
         )
         self.metrics = Metrics(self.pool, peers=PeerDirectory(cfg.peers))
+        self.certs: CertificateCache | None = None
+        if cfg.stir.enabled:
+            self.core.stir = self._stir(cfg.stir)
         self.metrics.watch_reputation(lambda: self.reputation)
         if self.subscribers is not None and self.primary:  # one count, not one per worker
             self.metrics.watch_subscribers(self.subscribers)
@@ -121,6 +128,8 @@ class Worker:
                     self.metrics.send_errors.labels(ev.dest.transport).inc()
             elif isinstance(ev, Screened):
                 self.verdicts.write(ev)
+            elif isinstance(ev, AwaitCertificate):
+                self.background(self._await_certificate(ev, received_at))
         if received_at is not None and events:
             self.metrics.transit_seconds.observe(time.monotonic() - received_at)
         self.metrics.record(events)
@@ -341,6 +350,42 @@ class Worker:
             cfg.screening, self.slot, cfg.blocklists, self.reputation, self.subscriber_check
         )
 
+    def _stir(self, cfg: StirConfig) -> StirVerifier:
+        """The verifier, its certificate cache and fetcher, and their metrics."""
+        try:
+            trust = TrustStore.from_directory(cfg.trust_dir)
+        except TrustStoreError as exc:
+            raise StartupError(f"cannot load the STI-CA roots: {exc}") from None
+        fetcher = HttpsFetcher(
+            timeout=cfg.fetch_timeout,
+            allow_private=cfg.allow_private_hosts,
+            cafile=cfg.fetch_ca_file or None,
+        )
+        certs = self.certs = CertificateCache(
+            fetcher,
+            trust.key_from_response,
+            max_entries=cfg.cache_entries,
+            default_ttl=cfg.default_ttl,
+            max_ttl=cfg.max_ttl,
+            min_ttl=min(60.0, cfg.max_ttl),
+            negative_ttl=cfg.negative_ttl,
+            on_fetch=self.metrics.watch_certificates(lambda: self.certs),
+        )
+        verifier = StirVerifier(cfg, certs.lookup, certs.prefetch)
+        verifier.wall_offset = time.time() - time.monotonic()  # the edges pass monotonic time
+        return verifier
+
+    async def _await_certificate(self, ev: AwaitCertificate, received_at: float | None) -> None:
+        """Hold an INVITE for its certificate's one shared fetch, at most the
+        [stir] budget; then screen it, verified or not."""
+        assert self.certs is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.certs.get(ev.url), self.cfg.stir.budget)
+        now = time.monotonic()
+        self.dispatch(
+            self.core.receive_message(ev.request, ev.source, now, waited=True), received_at
+        )
+
     def _new_reputation(self, cfg: Config) -> ReputationEngine:
         engine = ReputationEngine(cfg.reputation, self.slot)
         engine.wall_offset = time.time() - time.monotonic()  # the edges pass monotonic time
@@ -447,6 +492,8 @@ class Worker:
         if self.tcp is not None:
             self.tcp.close()
         self.lists.close()
+        if self.certs is not None:
+            self.certs.close()
         self.verdicts.close()
         if self.subscribers is not None:
             self.subscribers.close()

@@ -216,7 +216,10 @@ class ReputationEngine:
     def assess(self, call: CallFacts) -> Assessment:
         now = call.received
         key = call.caller_key
-        verstat = call.verstat.lower() if call.verstat and self._trusted(call.source) else None
+        if call.verified is not None:  # our own verification: no upstream to trust
+            verstat: str | None = call.verified.lower()
+        else:
+            verstat = call.verstat.lower() if call.verstat and self._trusted(call.source) else None
         verified_a = verstat == PASSED and call.attest == "A"
         fired: list[tuple[str, float]] = []
         add = fired.append

@@ -37,7 +37,9 @@ class CallFacts:
     identity: str | None
     received: float = 0.0  # the `now` the INVITE arrived at; screening's clock
     verstat: str | None = None  # TS 24.229 verification result an upstream put on the caller
-    attest: str | None = None  # the PASSporT attest claim (A/B/C), not verified here
+    attest: str | None = None  # the PASSporT attest claim (A/B/C); verified if `verified` passed
+    verified: str | None = None  # our own STIR verification's verstat value, when [stir] is on
+    verify_reason: str | None = None  # why (ok, bad-signature, cert-unavailable, ...)
 
 
 def call_facts(request: SipRequest, source: str, now: float = 0.0) -> CallFacts:
