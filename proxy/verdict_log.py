@@ -132,6 +132,9 @@ def format_verdict(ts: float, ev: Screened) -> str:
         parts += (',"observed":', json.dumps(observed, separators=(",", ":")))
     if result.failed:
         parts += (',"failed_checks":', _list(result.failed))
+    if call.verified is not None:
+        parts += (',"stir":{"verstat":', _str(call.verified), ',"reason":')
+        parts += (_opt(call.verify_reason), ',"attest":', _opt(call.attest), "}")
     parts.append("}\n")
     return "".join(parts)
 
@@ -158,6 +161,12 @@ def verdict_record(ts: float, ev: Screened) -> dict[str, object]:
         record["observed"] = {n: v.action.value for n, v in result.observed}
     if result.failed:
         record["failed_checks"] = list(result.failed)
+    if call.verified is not None:  # [stir]: what the proxy's own verification found
+        record["stir"] = {
+            "verstat": call.verified,
+            "reason": call.verify_reason,
+            "attest": call.attest,
+        }
     return record
 
 

@@ -183,6 +183,16 @@ def test_verdict_line_is_what_json_dumps_writes() -> None:
             action=Action.BLOCK,
         ),
         dataclasses.replace(base, call=dataclasses.replace(base.call, call_id="\udcff\u2028x")),
+        dataclasses.replace(
+            base,
+            call=dataclasses.replace(
+                base.call, verified="TN-Validation-Passed", verify_reason="ok", attest="A"
+            ),
+        ),
+        dataclasses.replace(
+            base,
+            call=dataclasses.replace(base.call, verified="No-TN-Validation", verify_reason=None),
+        ),
     ]
     for ev in screened:
         for ts in (0, 1_790_000_000.1234567, 12.5):

@@ -5,10 +5,13 @@ and a dead or slow certificate server costing a call at most the budget."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -93,8 +96,8 @@ class Lab:
         return total
 
 
-@pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+@contextlib.asynccontextmanager
+async def running_lab(tmp_path: Path, **stir: object) -> AsyncIterator[Lab]:
     ca = make_sti_ca()
     trust = tmp_path / "sti-ca"
     trust.mkdir()
@@ -110,7 +113,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
             "switches": [{"name": "sw", "host": "127.0.0.1", "port": switch_port}],
             "routing": {"health_checks": False},
             "admin": {"enabled": False},
-            "log": {"verdict_log": ""},
+            "log": {"verdict_log": str(tmp_path / "verdicts.jsonl")},
             "subscribers": {"data_dir": str(tmp_path)},
             "stir": {
                 "enabled": True,
@@ -119,6 +122,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
                 "fetch_timeout": 1.0,
                 "fetch_ca_file": https.cafile,
                 "allow_private_hosts": True,
+                **stir,
             },
         }
     )
@@ -134,6 +138,12 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
             peer.transport.close()
 
 
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    async with running_lab(tmp_path) as running:
+        yield running
+
+
 async def test_valid_passport_reaches_the_switch_as_passed(lab: Lab) -> None:
     pai, _ = await lab.call(lab.sign())
     assert ";verstat=TN-Validation-Passed@" in pai
@@ -145,6 +155,10 @@ async def test_valid_passport_reaches_the_switch_as_passed(lab: Lab) -> None:
     assert lab.metric("rs_stir_certificate_lookups_total", outcome="miss") == 1
     assert lab.metric("rs_stir_certificate_lookups_total", outcome="hit") == 2
     assert lab.metric("rs_stir_certificate_fetch_seconds_count") == 1
+    lines = await verdict_lines(lab, 2)
+    assert [line["stir"] for line in lines] == [
+        {"verstat": "TN-Validation-Passed", "reason": "ok", "attest": "A"}
+    ] * 2
 
 
 async def test_bad_passports_fail(lab: Lab) -> None:
@@ -198,6 +212,34 @@ async def test_a_slow_certificate_server_never_holds_up_other_calls(lab: Lab) ->
     pai, elapsed = await slow
     assert ";verstat=No-TN-Validation@" in pai
     assert BUDGET - 0.05 <= elapsed < BUDGET + 0.5, elapsed
+
+
+async def test_unverified_policy_goes_on_at_once_and_fetches_for_the_next_call(
+    tmp_path: Path,
+) -> None:
+    async with running_lab(tmp_path, on_uncached="unverified") as lab:
+        lab.https.routes["/sp.pem"] = Route(body=lab.ca.chain_pem, delay=0.2)
+        pai, elapsed = await lab.call(lab.sign())
+        assert ";verstat=No-TN-Validation@" in pai and elapsed < 0.15, elapsed
+        for _ in range(50):  # the fetch it started, in the background
+            if lab.metric("rs_stir_certificate_fetches_total", outcome="ok") == 1:
+                break
+            await asyncio.sleep(0.05)
+        pai, _ = await lab.call(lab.sign())
+        assert ";verstat=TN-Validation-Passed@" in pai
+        lines = await verdict_lines(lab, 2)
+        assert lines[0]["stir"]["reason"] == "cert-unavailable"
+
+
+async def verdict_lines(lab: Lab, count: int) -> list[dict[str, Any]]:
+    lab.worker.verdicts.flush()
+    path = Path(lab.worker.cfg.log.verdict_log)
+    for _ in range(100):
+        text = path.read_text() if path.exists() else ""
+        if len(text.splitlines()) >= count:
+            return [json.loads(line) for line in text.splitlines()]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"fewer than {count} verdict lines")
 
 
 async def test_a_bad_trust_directory_stops_start_up(tmp_path: Path) -> None:
