@@ -13,15 +13,19 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.sip.identity import call_facts
 from proxy.sip.message import SipRequest
+from proxy.sip.numbers import digits_of, e164_key
 from proxy.sip.parser import parse_message
 from proxy.stir.chain import ChainError, TrustStore, TrustStoreError, parse_certificates
 from proxy.stir.passport import (
     IdentityHeader,
     Passport,
     PassportError,
+    canonical_tn,
     decode_passport,
     parse_identity,
 )
@@ -542,3 +546,31 @@ def test_shared_shaken_sample_verifies_against_its_public_key() -> None:
 
     assert run(p.iat) == Verification(Outcome.PASSED, "A", "ok")  # clock pinned to iat
     assert run(p.iat + 61).reason == "iat-stale"  # a real clock would reject it
+
+
+# -- number normalisation ------------------------------------------------------
+
+
+def _reference_tn(number: str) -> str:
+    key = e164_key(number)
+    return str(key) if key is not None else digits_of(number).removeprefix("+")
+
+
+@given(st.from_regex(r"\+?[0-9]{0,16}", fullmatch=True) | st.text("0123456789+-.() ;=a"))
+def test_canonical_tn_fast_path_agrees_with_e164_key(number: str) -> None:
+    assert canonical_tn(number) == _reference_tn(number)
+
+
+@pytest.mark.parametrize(
+    ("number", "canonical"),
+    [
+        ("+12025550123", "12025550123"),
+        ("12025550123", "12025550123"),
+        ("2025550123", "12025550123"),
+        ("+1-202-555-0123", "12025550123"),
+        ("+442071234567", "442071234567"),
+        ("+2025550123", "2025550123"),  # a '+' number is never NANP-completed
+    ],
+)
+def test_canonical_tn(number: str, canonical: str) -> None:
+    assert canonical_tn(number) == canonical

@@ -11,7 +11,6 @@ is a verification failure, not "no validation").
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.sip.errors import SipParseError
-from proxy.sip.grammar import WS, scan_quoted, split_commas, unquote
+from proxy.sip.grammar import WS, split_commas, unquote
 from proxy.sip.numbers import digits_of, e164_key
 
 # Bounds on what a peer can make us decode. A SHAKEN PASSporT is ~500 chars;
@@ -31,8 +30,6 @@ MAX_PAYLOAD_B64 = 3072
 MAX_ENTRIES = 8
 MAX_DEST_TNS = 32
 _SIG_LEN = 64  # ES256: 32-byte r || 32-byte s
-
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class PassportError(Exception):
@@ -92,14 +89,11 @@ def parse_identity(value: str) -> list[IdentityHeader]:
 def _parse_entry(text: str) -> IdentityHeader:
     semi = text.find(";")
     token = (text if semi < 0 else text[:semi]).strip(WS)
-    params = _params(text[semi:]) if semi >= 0 else {}
+    params = _params(text, semi) if semi >= 0 else {}
     if len(token) > MAX_TOKEN:
         raise PassportError("malformed", "token too long")
-    pieces = token.split(".")
-    if len(pieces) != 3 or not pieces[0] or not pieces[2]:
-        raise PassportError("malformed", "not a JWS (header.payload.signature)")
-    if not all(_B64URL.fullmatch(p) for p in pieces):
-        raise PassportError("malformed", "JWS part not base64url")
+    if _JWS.fullmatch(token) is None:
+        raise PassportError("malformed", "not a base64url JWS (header.payload.signature)")
     info = params.get("info")
     if info is not None:
         if not (info.startswith("<") and info.endswith(">")) or len(info) < 3:
@@ -110,55 +104,36 @@ def _parse_entry(text: str) -> IdentityHeader:
         info=info,
         alg=params.get("alg"),
         ppt=params.get("ppt"),
-        compact=not pieces[1],
+        compact=".." in token,
     )
 
 
-def _params(text: str) -> dict[str, str]:
-    """``*( SEMI name [EQUAL value] )`` with LWS, quoted values, and <URL>
-    values that may themselves hold ';' (so a plain split will not do)."""
+# header.payload.signature, the payload empty in the compact form
+_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+")
+# One ``SEMI name [EQUAL value]`` with LWS: the value a <URL> (which may hold
+# ';'), a quoted string, or a token.
+_PARAM = re.compile(
+    r"""[ \t]*;[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*"""
+    r"""(?:=[ \t]*(<[^<>]*>|"(?:[^"\\]|\\.)*"|[^;"<> \t]+))?[ \t]*"""
+)
+
+
+def _params(text: str, pos: int) -> dict[str, str]:
     out: dict[str, str] = {}
-    i, n = 0, len(text)
-    while i < n:
-        if text[i] != ";":
-            raise PassportError("malformed", f"unexpected text {text[i : i + 20]!r}")
-        j = i + 1
-        while j < n and text[j] not in ";=":
-            j += 1
-        name = text[i + 1 : j].strip(WS).lower()
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
-            raise PassportError("malformed", f"bad parameter name {name!r}")
-        value = ""
-        if j < n and text[j] == "=":
-            k = j + 1
-            while k < n and text[k] in WS:
-                k += 1
-            if k < n and text[k] == '"':
-                try:
-                    end = scan_quoted(text, k)
-                except SipParseError:
-                    raise PassportError("malformed", "unterminated quoted string") from None
-                value = unquote(text[k:end])
-            elif k < n and text[k] == "<":
-                end = text.find(">", k)
-                if end < 0:
-                    raise PassportError("malformed", "unterminated <URL>")
-                end += 1
-                value = text[k:end]
-            else:
-                end = k
-                while end < n and text[end] not in ";" + WS:
-                    end += 1
-                value = text[k:end]
-                if not value:
-                    raise PassportError("malformed", f"empty value for {name!r}")
-            while end < n and text[end] in WS:
-                end += 1
-            j = end
+    n = len(text)
+    while pos < n:
+        m = _PARAM.match(text, pos)
+        if m is None:
+            raise PassportError("malformed", f"bad parameter at {text[pos : pos + 20]!r}")
+        name, value = m.group(1).lower(), m.group(2)
         if name in out:
             raise PassportError("malformed", f"duplicate parameter {name!r}")
+        if value is None:
+            value = ""
+        elif value[0] == '"':
+            value = unquote(value)
         out[name] = value
-        i = j
+        pos = m.end()
     return out
 
 
@@ -236,6 +211,10 @@ def decode_passport(
 def canonical_tn(number: str) -> str:
     """RFC 8224 §8.3 form of a number: digits only, with the country code
     and no '+' (``+12025550123`` and ``2025550123`` give ``12025550123``)."""
+    plus = number[:1] == "+"
+    body = number[1:] if plus else number
+    if body.isascii() and body.isdigit():  # the hot case, as e164_key would give it
+        return "1" + body if len(body) == 10 and not plus else body
     key = e164_key(number)
     return str(key) if key is not None else digits_of(number).removeprefix("+")
 
@@ -247,21 +226,33 @@ def canonical_json(obj: dict[str, Any]) -> bytes:
 
 def b64encode(raw: bytes) -> str:
     """base64url without padding (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URL).rstrip(b"=").decode("ascii")
+
+
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_TO_STD = bytes.maketrans(b"-_", b"+/")  # bytes.translate: far faster than str's
+_PAD = ("", "", "==", "=")
+_UNUSED_BITS = (0, 0, 0x0F, 0x03)  # by length % 4: low bits the last char must leave 0
 
 
 def _b64decode(text: str) -> bytes:
-    if len(text) % 4 == 1:
+    rem = len(text) % 4
+    if rem == 1:
         raise PassportError("bad-base64", "impossible base64url length")
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise PassportError("bad-base64") from None
+    if "+" in text or "/" in text:
+        raise PassportError("bad-base64", "standard base64, not base64url")
     # Strict: stray low bits in the last character would let the same bytes
     # travel under several encodings; only the canonical one is accepted.
-    if b64encode(raw) != text:
+    if rem and _ALPHABET.find(text[-1]) & _UNUSED_BITS[rem]:
         raise PassportError("bad-base64", "non-canonical base64url")
-    return raw
+    try:
+        data = (text + _PAD[rem]).encode("ascii").translate(_TO_STD)
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise PassportError("bad-base64") from None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -276,13 +267,13 @@ def _reject_constant(name: str) -> Any:
     raise PassportError("bad-json", f"non-JSON constant {name}")
 
 
+# One decoder for all: json.loads(..., hooks) builds a new one per call.
+_JSON = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-        )
+        obj = _JSON.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise PassportError("bad-json", f"{what} is not JSON") from None
     if not isinstance(obj, dict):

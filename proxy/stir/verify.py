@@ -107,7 +107,7 @@ def verify_passport(
         key.verify(der, p.signing_input, _ECDSA_SHA256)
     except InvalidSignature:
         return _failed("bad-signature")
-    return Verification(Outcome.PASSED, p.attest, "ok")
+    return _PASSED[p.attest]
 
 
 def _tn(number: str) -> str:
@@ -115,5 +115,13 @@ def _tn(number: str) -> str:
     return canonical_tn(number) or "\0"
 
 
+# Results are immutable: share them rather than build one per INVITE.
+_PASSED = {a: Verification(Outcome.PASSED, a, "ok") for a in (*sorted(ATTESTATIONS), None)}
+_FAILED: dict[str, Verification] = {}
+
+
 def _failed(reason: str) -> Verification:
-    return Verification(Outcome.FAILED, None, reason)
+    v = _FAILED.get(reason)
+    if v is None:
+        v = _FAILED[reason] = Verification(Outcome.FAILED, None, reason)
+    return v
