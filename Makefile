@@ -60,6 +60,7 @@ bench: $(STAMP) bench-deps
 	$(PY) -m loadtest.accuracy
 	$(PY) loadtest/bench_blocklists.py
 	$(PY) loadtest/bench_subscribers.py
+	$(PY) loadtest/bench_stir.py
 	$(PY) -m loadtest $(LOADTEST_ARGS)
 
 clean:
