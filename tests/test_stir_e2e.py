@@ -40,12 +40,12 @@ class Lab:
     serial: int = 0
     arrived: dict[str, SipMessage] = field(default_factory=dict)
 
-    async def call(self, identity: str | None) -> tuple[str, float]:
-        """Send an INVITE; the P-Asserted-Identity the switch got, and how long it took."""
+    async def call(self, *identities: str | None) -> tuple[str, float]:
+        """Send an INVITE with these Identity headers; the P-Asserted-Identity
+        the switch got, and how long it took."""
         self.serial += 1
         extra = [f'P-Asserted-Identity: "Alice" <sip:{CALLER}@198.51.100.10;user=phone>']
-        if identity is not None:
-            extra.append(f"Identity: {identity}")
+        extra += [f"Identity: {identity}" for identity in identities if identity is not None]
         data = request(
             ruri=f"sip:{CALLEE}@127.0.0.1:{self.sip_port}",
             caller=CALLER,
@@ -182,6 +182,16 @@ async def test_bad_passports_fail(lab: Lab) -> None:
         assert ";verstat=TN-Validation-Failed@" in pai, name
     assert lab.metric("rs_stir_verifications_total", result="TN-Validation-Failed") == len(cases)
     assert lab.metric("rs_stir_verifications_total", reason="untrusted") == 1
+
+
+async def test_of_several_identity_headers_the_best_counts(lab: Lab) -> None:
+    stale, good_b = lab.sign(iat=int(time.time()) - 3600), lab.sign(attest="B")
+    pai, _ = await lab.call(stale, good_b, lab.sign(attest="C"))
+    assert ";verstat=TN-Validation-Passed@" in pai
+    lines = await verdict_lines(lab, 1)
+    assert lines[-1]["stir"] == {"verstat": "TN-Validation-Passed", "reason": "ok", "attest": "B"}
+    pai, _ = await lab.call(stale, "garbage")  # nothing passes: the first failure
+    assert ";verstat=TN-Validation-Failed@" in pai
 
 
 async def test_no_identity_is_no_validation(lab: Lab) -> None:
