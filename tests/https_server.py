@@ -31,9 +31,11 @@ from pathlib import Path
 from types import TracebackType
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.stir_ca import issue
 
 HANG_LIMIT = 30.0  # a hanging route answers nothing for at most this long
 
@@ -47,42 +49,23 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 class ThrowawayCA:
-    """A self-signed P-256 root that issues leaf certificates."""
+    """A self-signed P-256 root that issues leaf certificates (built with
+    the STI test CA's ``issue``)."""
 
     def __init__(self, name: str = "robocall-shield throwaway CA") -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
-        public = self.key.public_key()
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(self.key, hashes.SHA256())
+        self.root = issue(
+            name,
+            None,
+            ca=True,
+            not_before=now - datetime.timedelta(hours=1),
+            not_after=now + datetime.timedelta(days=30),
         )
+        self.key = self.root.key
+        self.cert = self.root.cert
 
     def pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        return self.root.pem
 
     def issue(
         self,
@@ -94,22 +77,10 @@ class ThrowawayCA:
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         """A leaf certificate and its key; ``hosts`` (IP addresses or DNS
         names) go in the subjectAltName, ``server`` adds serverAuth."""
-        key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + lifetime)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-        )
+        extra: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False)
+        ]
         if hosts:
             names: list[x509.GeneralName] = []
             for host in hosts:
@@ -117,12 +88,18 @@ class ThrowawayCA:
                     names.append(x509.IPAddress(ipaddress.ip_address(host)))
                 except ValueError:
                     names.append(x509.DNSName(host))
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+            extra.append((x509.SubjectAlternativeName(names), False))
         if server:
-            builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-        return builder.sign(self.key, hashes.SHA256()), key
+            extra.append((x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False))
+        leaf = issue(
+            common_name,
+            self.root,
+            ca=False,
+            not_before=now - datetime.timedelta(minutes=5),
+            not_after=now + lifetime,
+            extra=extra,
+        )
+        return leaf.cert, leaf.key
 
 
 @dataclass(frozen=True, slots=True)
