@@ -58,6 +58,10 @@ class SipConfig:
     # that port in its Via and Record-Route, so a call's responses and
     # in-dialog requests come back to the worker that screened it; 0: off
     worker_port_base: int = 0
+    # requests from a source that is no [[peers]] entry and no switch:
+    # "reject" (403), "drop" (silence), or "accept"; with no [[peers]] at all
+    # every source is accepted (and start-up says so)
+    unknown_sources: str = "reject"
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -223,6 +227,9 @@ def _sip(t: Table) -> SipConfig:
         workers=t.integer("workers", d.workers, 0, 64),
         worker_balance=t.string("worker_balance", d.worker_balance, ("source", "message")),
         worker_port_base=t.integer("worker_port_base", d.worker_port_base, 0, 65535 - 64),
+        unknown_sources=t.string(
+            "unknown_sources", d.unknown_sources, ("reject", "drop", "accept")
+        ),
         udp_receive_buffer=t.integer("udp_receive_buffer", d.udp_receive_buffer, 0, 1 << 30),
         limits=limits,
     )

@@ -30,6 +30,7 @@ from .events import (
     Send,
     Shed,
 )
+from .peers import PeerDirectory
 from .reputation import ReputationEngine
 from .routing import SwitchPool
 from .screening import Action, Pipeline, Screening, Verdict
@@ -128,6 +129,13 @@ class StatelessProxy:
         self.local_ports = frozenset((self.port,))
         self.local_hosts = frozenset((_bracket(cfg.sip.host), self.host))
         self.switch_hosts = frozenset(s.host for s in cfg.switches)
+        # who may send requests: the [[peers]] (and the switches, always);
+        # None when every source is accepted
+        self.gate = (
+            PeerDirectory(cfg.peers)
+            if cfg.peers and cfg.sip.unknown_sources != "accept"
+            else None
+        )
         self.trusted_hops = {(s.host, s.port): s.trusted for s in cfg.switches}
         self.limits = cfg.sip.limits
         self.apply_policy(cfg, pipeline)
@@ -261,6 +269,15 @@ class StatelessProxy:
             and req.to.tag == self._tag(req.call_id, req.from_.tag, top.branch)
         ):
             return [Dropped("ack-absorbed")]
+        gate = self.gate
+        if (
+            gate is not None
+            and source.host not in self.switch_hosts
+            and not gate.admits(source.host, source.transport)
+        ):
+            if method == "ACK" or self.cfg.sip.unknown_sources == "drop":
+                return [Dropped("unknown-source", source.host)]
+            return reply(403, "Forbidden (unknown source)")
         if req.uri.scheme not in ROUTABLE_SCHEMES and not _is_sos(req.uri):
             return reply(416, "Unsupported URI Scheme")
         call: CallFacts | None = None

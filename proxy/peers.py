@@ -14,10 +14,14 @@ UNKNOWN = "unknown"
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+TRANSPORTS = ("any", "udp", "tcp")
+
+
 @dataclass(frozen=True, slots=True)
 class PeerConfig:
     name: str
     addresses: tuple[str, ...]
+    transport: str = "any"  # the transport the peer may use; "any": all of them
 
 
 def parse_peers(value: Any) -> tuple[PeerConfig, ...]:
@@ -36,8 +40,9 @@ def parse_peers(value: Any) -> tuple[PeerConfig, ...]:
         addresses = t.networks("addresses")
         if not addresses:
             raise ConfigError(f"peers[{i}].addresses", "list at least one address or CIDR")
+        transport = t.string("transport", "any", TRANSPORTS)
         t.done()
-        out.append(PeerConfig(name, addresses))
+        out.append(PeerConfig(name, addresses, transport))
     return tuple(out)
 
 
@@ -46,6 +51,7 @@ class PeerDirectory:
 
     def __init__(self, peers: tuple[PeerConfig, ...]) -> None:
         self.names = (*(p.name for p in peers), UNKNOWN)
+        self._transport = {p.name: p.transport for p in peers}
         self._nets: list[tuple[_Network, str]] = sorted(
             ((ipaddress.ip_network(a, strict=False), p.name) for p in peers for a in p.addresses),
             key=lambda nn: -nn[0].prefixlen,  # the most specific match wins
@@ -68,3 +74,12 @@ class PeerDirectory:
             if len(self._memo) < 65536:
                 self._memo[host] = name
         return name
+
+    def admits(self, host: str, transport: str) -> bool:
+        """Whether a request from ``host`` over ``transport`` comes from a
+        declared peer, over a transport it is declared for."""
+        name = self.name_of(host)
+        if name == UNKNOWN:
+            return False
+        allowed = self._transport[name]
+        return allowed == "any" or allowed == transport

@@ -228,6 +228,11 @@ class Worker:
                 "blocked callers can reach it",
                 self.cfg.redress.url,
             )
+        if not self.cfg.peers:
+            log.warning(
+                "no [[peers]] declared: requests are taken from any source; declare the "
+                "upstream peers so that unknown sources get [sip] unknown_sources"
+            )
         if self.cfg.redress.url == PLACEHOLDER_REDRESS_URL:
             log.warning(
                 "redress contact is the embedded placeholder %s; set [redress] before "
@@ -403,7 +408,10 @@ class Worker:
         that were not applied."""
         needs_restart = [
             name
-            for name in ("sip", "switches", "routing", "admin", "log", "blocklists", "subscribers")
+            for name in (
+                "sip", "switches", "routing", "admin", "log", "blocklists", "subscribers", "peers",
+                "stir",
+            )  # fmt: skip
             if getattr(new, name) != getattr(self.cfg, name)
         ]
         if not new.reputation.enabled:
