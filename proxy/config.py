@@ -214,6 +214,13 @@ def _sip(t: Table) -> SipConfig:
         max_message_bytes=lt.integer("max_message_bytes", 65536, 1024, 1 << 20),
         max_headers=lt.integer("max_headers", 256, 16, 4096),
         max_line_bytes=lt.integer("max_line_bytes", 8192, 256, 1 << 20),
+        max_connections=lt.integer("max_connections", 4096, 1, 1 << 20),
+        max_connections_per_source=lt.integer("max_connections_per_source", 64, 1, 1 << 20),
+        max_buffered_bytes=lt.integer("max_buffered_bytes", 1 << 25, 1 << 16, 1 << 34),
+        max_buffered_bytes_per_source=lt.integer(
+            "max_buffered_bytes_per_source", 1 << 20, 1 << 12, 1 << 34
+        ),
+        message_timeout=lt.number("message_timeout", 10.0, 0.0, 3600.0),
     )
     lt.done()
     cfg = SipConfig(

@@ -161,6 +161,12 @@ class Metrics:
         self.send_errors = Counter(
             "rs_sip_send_errors", "Sends that failed at the transport", ["transport"], registry=r
         )
+        self.tcp_closed = Counter(
+            "rs_tcp_closed",
+            "TCP connections refused or cut off, by reason ([sip.limits], framing, idleness)",
+            ["reason"],
+            registry=r,
+        )
         self.verdicts = Counter(
             "rs_screening_verdicts",
             "Screening verdicts acted upon",
@@ -222,6 +228,17 @@ class Metrics:
         )
         self.registry.register(fetch_seconds)
         return lambda seconds, ok: fetch_seconds.observe(seconds)
+
+    def watch_tcp(self, connections: Callable[[], int], buffered: Callable[[], int]) -> None:
+        """The TCP edge's open connections and bytes of unfinished messages."""
+        Gauge(
+            "rs_tcp_connections", "Open TCP connections, in and out", registry=self.registry
+        ).set_function(lambda: float(connections()))
+        Gauge(
+            "rs_tcp_buffered_bytes",
+            "Bytes of TCP messages received but not yet complete",
+            registry=self.registry,
+        ).set_function(lambda: float(buffered()))
 
     def watch_reputation(self, engine: Callable[[], ReputationEngine | None]) -> None:
         """Read at scrape time; ``engine`` is asked each time since a reload

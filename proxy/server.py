@@ -158,6 +158,9 @@ class Worker:
             self.metrics.registry.register(QueueMetrics(self.udp_queue))
         self.tcp = TcpEdge(self.core, self.dispatch, sip.limits)
         self.tcp.on_receive = self.metrics.receive_counter("tcp")
+        tcp, closed = self.tcp, self.metrics.tcp_closed
+        tcp.on_close = lambda reason: closed.labels(reason).inc()
+        self.metrics.watch_tcp(lambda: len(tcp.connections), lambda: tcp.buffered)
         if given is not None and given.tcp is not None:
             await self._listen("tcp", loop.create_server(self.tcp.protocol, sock=given.tcp))
         elif "tcp" in sip.transports:

@@ -47,40 +47,54 @@ class StreamFramer:
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._buf = bytearray()
         self._limits = limits
+        # Where the header end search resumes, and the current message's
+        # length once its header is read: a peer trickling one byte at a time
+        # (slowloris) must cost linear time, not a rescan per byte.
+        self._scanned = 0
+        self._total = 0
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+    @property
+    def partial(self) -> bool:
+        """Part of a message is buffered (CR/LF keep-alive bytes do not count)."""
+        return bool(self._buf.strip(b"\r\n"))
 
     def feed(self, data: bytes) -> list[StreamEvent]:
         self._buf += data
         events: list[StreamEvent] = []
         buf = self._buf
         while buf:
-            if buf[:1] == b"\r" or buf[:1] == b"\n":
-                if buf.startswith(b"\r\n\r\n"):
-                    events.append(KeepAlivePing())
-                    del buf[:4]
+            if not self._total:
+                if buf[:1] == b"\r" or buf[:1] == b"\n":
+                    if buf.startswith(b"\r\n\r\n"):
+                        events.append(KeepAlivePing())
+                        del buf[:4]
+                        continue
+                    if buf.startswith(b"\r\n") and len(buf) > 2 and buf[2:3] != b"\r":
+                        del buf[:2]  # a lone CRLF is a pong, or stray padding
+                        continue
+                    if len(buf) < 4:
+                        break  # wait to tell a ping from a pong
+                    del buf[:1]
                     continue
-                if buf.startswith(b"\r\n") and len(buf) > 2 and buf[2:3] != b"\r":
-                    del buf[:2]  # a lone CRLF is a pong, or stray padding
-                    continue
-                if len(buf) < 4:
-                    break  # wait to tell a ping from a pong
-                del buf[:1]
-                continue
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > self._limits.max_message_bytes:
+                end = buf.find(b"\r\n\r\n", self._scanned)
+                if end < 0:
+                    if len(buf) > self._limits.max_message_bytes:
+                        raise SipParseError(413, "Message Too Large")
+                    self._scanned = max(0, len(buf) - 3)
+                    break
+                total = end + 4 + self._content_length(bytes(buf[: end + 2]))
+                if total > self._limits.max_message_bytes:
                     raise SipParseError(413, "Message Too Large")
+                self._total = total
+            if len(buf) < self._total:
                 break
-            total = end + 4 + self._content_length(bytes(buf[: end + 2]))
-            if total > self._limits.max_message_bytes:
-                raise SipParseError(413, "Message Too Large")
-            if len(buf) < total:
-                break
-            events.append(StreamMessage(bytes(buf[:total])))
-            del buf[:total]
+            events.append(StreamMessage(bytes(buf[: self._total])))
+            del buf[: self._total]
+            self._scanned = self._total = 0
         return events
 
     def parse(self, event: StreamMessage) -> SipMessage:
