@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -289,8 +290,13 @@ class AdminApi:
         for task in list(self.clients):
             task.cancel()
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
-        return await asyncio.start_server(self.serve_client, host, port, limit=MAX_REQUEST)
+    async def start(
+        self, host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> asyncio.Server:
+        return await asyncio.start_server(
+            self.serve_client, host, port, limit=MAX_REQUEST, ssl=tls,
+            ssl_handshake_timeout=10.0 if tls else None,
+        )  # fmt: skip
 
 
 async def _no_body() -> bytes:
