@@ -193,6 +193,8 @@ def make_proxy() -> StatelessProxy:
             "switches": [{"name": "sw", "host": SWITCH_HOST, "port": SWITCH_PORT}],
             "routing": {"health_checks": False},
             "screening": {"block": [BLOCKED]},
+            # the clock stands still here: buckets that never run dry, still consulted
+            "flood": {"per_ip_burst": 10_000_000, "per_caller_burst": 10_000_000},
         }
     )
     pool = SwitchPool(cfg.switches, cfg.routing)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config_table import MODES, ConfigError, Table
+from .flood import FloodConfig, parse_flood
 from .peers import PeerConfig, parse_peers
 from .reputation.settings import ReputationConfig, parse_reputation
 from .sip.grammar import is_token
@@ -148,6 +149,7 @@ class Config:
     subscribers: SubscriberConfig = field(default_factory=SubscriberConfig)
     peers: tuple[PeerConfig, ...] = ()
     stir: StirConfig = field(default_factory=StirConfig)
+    flood: FloodConfig = field(default_factory=FloodConfig)
 
     @property
     def public_url(self) -> str:
@@ -187,6 +189,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         subscribers=parse_subscribers(root.sub("subscribers")),
         peers=parse_peers(root.data.pop("peers", None)),
         stir=parse_stir(root.sub("stir")),
+        flood=parse_flood(root.sub("flood")),
     )
     root.done()
     if cfg.redress.url == PLACEHOLDER_REDRESS_URL and cfg.subscribers.enabled and cfg.admin.enabled:

@@ -22,6 +22,8 @@ from .events import (
     Dropped,
     Event,
     Forwarded,
+    KernelDrop,
+    Limited,
     Malformed,
     PingAnswered,
     Received,
@@ -30,6 +32,7 @@ from .events import (
     Send,
     Shed,
 )
+from .flood import BAN, FloodGuard
 from .peers import PeerDirectory
 from .reputation import ReputationEngine
 from .routing import SwitchPool
@@ -137,6 +140,9 @@ class StatelessProxy:
             else None
         )
         self.trusted_hops = {(s.host, s.port): s.trusted for s in cfg.switches}
+        self.flood = (
+            FloodGuard(cfg.flood, cfg.peers, self.switch_hosts) if cfg.flood.enabled else None
+        )
         self.limits = cfg.sip.limits
         self.apply_policy(cfg, pipeline)
         self.nonce = nonce
@@ -159,6 +165,14 @@ class StatelessProxy:
     # -- entry points ----------------------------------------------------
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> list[Event]:
+        over: int | None = None
+        flood = self.flood
+        if flood is not None and not flood.reply:
+            # [flood]: an over-limit datagram is dropped unparsed, unless it may
+            # be a new emergency call (only an INVITE or MESSAGE can be)
+            over = flood.ip(source.host, now)
+            if over and not data.startswith((b"INVITE ", b"MESSAGE ")):
+                return self._ip_limited(over, source, "drop")
         if data[:4] == b"ACK " and self._own_tag in data:
             # The ACK of a response of ours (its To-tag starts with our nonce):
             # absorbed without parsing, which matters most while shedding.
@@ -169,13 +183,27 @@ class StatelessProxy:
             return self.reject(exc, source)
         if msg is None:
             return []
-        return self.receive_message(msg, source, now)
+        return self.receive_message(msg, source, now, over=over)
 
     def receive_message(
-        self, msg: SipMessage, source: Address, now: float, waited: bool = False
+        self,
+        msg: SipMessage,
+        source: Address,
+        now: float,
+        waited: bool = False,
+        over: int | None = None,
     ) -> list[Event]:
         """``waited``: offered again after waiting for its certificate
-        (AwaitCertificate); counted when it first arrived."""
+        (AwaitCertificate); counted when it first arrived. ``over``: the
+        [flood] per-IP verdict, when receive_datagram has taken it."""
+        flood = self.flood
+        if flood is not None and not waited:
+            if over is None:
+                over = flood.ip(source.host, now)
+            if over:
+                limited = self._flood_ip(msg, source, now, over, flood.reply)
+                if limited is not None:
+                    return limited
         if isinstance(msg, SipResponse):
             received = Received("response", msg.cseq_method, msg.status)
             return [received, *self._response(msg, source, now)]
@@ -292,6 +320,18 @@ class StatelessProxy:
                 and not self._emergency(call)
             ):
                 return [Shed(method), *reply(503, "Service Unavailable", (("Retry-After", "5"),))]
+            flood = self.flood
+            if (
+                flood is not None
+                and call.caller_key is not None
+                and not flood.caller(call.caller_key, now)
+                and not _is_sos(req.uri)
+                and not self._emergency(call)
+            ):
+                if not flood.reply:
+                    return [Limited("caller", "drop")]
+                retry = (("Retry-After", str(flood.cfg.retry_after)),)
+                return [Limited("caller", "503"), *reply(503, "Service Unavailable", retry)]
         branch, loop_part = self._branch(req)
         for via in req.vias:
             if self._is_us(via.host, via.port) and (via.branch or "").endswith(loop_part):
@@ -513,6 +553,42 @@ class StatelessProxy:
             self._credit -= 1.0
             return True
         return False
+
+    def _flood_ip(
+        self, msg: SipMessage, source: Address, now: float, over: int, reply: bool
+    ) -> list[Event] | None:
+        """A message from a source over its [flood] rate: dropped, or a
+        request answered 503; None for a new emergency call, which passes."""
+        if not isinstance(msg, SipRequest):
+            return self._ip_limited(over, source, "drop")
+        try:
+            if msg.method in SCREENED_METHODS and msg.to.tag is None:
+                call = call_facts(msg, source.host, now)
+                if _is_sos(msg.uri) or self._emergency(call):
+                    return None
+        except SipParseError:
+            return self._ip_limited(over, source, "drop")
+        if not reply or msg.method == "ACK":
+            return self._ip_limited(over, source, "drop")
+        assert self.flood is not None
+        events = self._ip_limited(over, source, "503")
+        top = msg.vias[0]
+        tag = self._tag(msg.call_id, msg.from_.tag, top.branch) if msg.to.tag is None else None
+        data = build_response(
+            msg.headers,
+            503,
+            "Service Unavailable",
+            to_tag=tag,
+            top_via=self._received_via(top, source),
+            extra=(("Retry-After", str(self.flood.cfg.retry_after)),),
+        )
+        return [*events, Send(self._reply_address(top, source), data), Replied(503, msg.method)]
+
+    def _ip_limited(self, over: int, source: Address, action: str) -> list[Event]:
+        limited = Limited("ip", action)
+        if over == BAN and self.flood is not None:
+            return [limited, KernelDrop(source.host, self.flood.cfg.kernel_drop_seconds)]
+        return [limited]
 
     def _emergency(self, call: CallFacts) -> bool:
         """Never shed an emergency call or a PSAP callback (FCC orders)."""

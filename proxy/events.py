@@ -91,6 +91,22 @@ class Shed:
 
 
 @dataclass(frozen=True, slots=True)
+class Limited:
+    """A message over its flood limit ([flood]): dropped, or answered 503."""
+
+    scope: str  # "ip" or "caller"
+    action: str  # "drop" or "503"
+
+
+@dataclass(frozen=True, slots=True)
+class KernelDrop:
+    """Drop datagrams and segments from ``host`` in the kernel for ``seconds``."""
+
+    host: str
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class AwaitCertificate:
     """Hold this INVITE until the certificate at ``url`` is fetched (or the
     [stir] budget runs out), then offer it to the core again."""
@@ -116,6 +132,8 @@ Event = (
     | Screened
     | CallOutcome
     | Shed
+    | Limited
+    | KernelDrop
     | PingAnswered
     | AwaitCertificate
 )

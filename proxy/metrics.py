@@ -22,6 +22,8 @@ from .events import (
     Dropped,
     Event,
     Forwarded,
+    KernelDrop,
+    Limited,
     Malformed,
     PingAnswered,
     Received,
@@ -30,6 +32,7 @@ from .events import (
     Send,
     Shed,
 )
+from .flood import FloodGuard
 from .peers import PeerDirectory
 from .reputation import ReputationEngine
 from .reputation.traffic import TrafficTable
@@ -197,6 +200,18 @@ class Metrics:
             buckets=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
             registry=r,
         )
+        self.flood_limited = Counter(
+            "rs_flood_limited",
+            "Messages over a [flood] limit, by scope (ip: source address, caller: caller "
+            "number) and action (drop, 503)",
+            ["scope", "action"],
+            registry=r,
+        )
+        self.kernel_drops = Counter(
+            "rs_flood_kernel_drops",
+            "Source addresses handed to the kernel to drop ([flood] kernel_drop)",
+            registry=r,
+        )
         self.pings = Counter(
             "rs_switch_ping_responses", "OPTIONS health-check responses", ["switch"], registry=r
         )
@@ -239,6 +254,32 @@ class Metrics:
             "Bytes of TCP messages received but not yet complete",
             registry=self.registry,
         ).set_function(lambda: float(buffered()))
+
+    def watch_flood(self, guard: Callable[[], FloodGuard | None]) -> None:
+        """The [flood] tables' sizes, read at scrape time; the limited
+        counts start at 0 for the configured action, so rates have data."""
+        g = guard()
+        if g is not None:
+            for scope in ("ip", "caller"):
+                self.flood_limited.labels(scope, g.cfg.action)
+
+        def tracked(table: str) -> Callable[[], float]:
+            def size() -> float:
+                current = guard()
+                if current is None:
+                    return 0.0
+                return float(len(current.ips if table == "ips" else current.callers))
+
+            return size
+
+        gauge = Gauge(
+            "rs_flood_tracked",
+            "Source addresses (ips) and caller numbers (callers) with a [flood] token bucket",
+            ["table"],
+            registry=self.registry,
+        )
+        for table in ("ips", "callers"):
+            gauge.labels(table).set_function(tracked(table))
 
     def watch_reputation(self, engine: Callable[[], ReputationEngine | None]) -> None:
         """Read at scrape time; ``engine`` is asked each time since a reload
@@ -298,6 +339,8 @@ class Metrics:
                 inc(self.messages_out, ("response", b, c), n)
             elif group == "malformed":
                 inc(self.parse_errors, (a,), n)
+            elif group == "flood":
+                inc(self.flood_limited, (a, b), n)
             else:
                 inc(self.dropped, (a,), n)
 
@@ -322,6 +365,8 @@ class Metrics:
                 key = ("malformed", str(ev.status), "", "")
             elif isinstance(ev, Dropped):
                 key = ("dropped", ev.reason, "", "")
+            elif isinstance(ev, Limited):
+                key = ("flood", ev.scope, ev.action, "")
             else:
                 self._record_other(ev)
                 continue
@@ -366,6 +411,8 @@ class Metrics:
             inc(self.shed, (method_label(ev.method),))
         elif isinstance(ev, PingAnswered):
             inc(self.pings, (ev.switch,))
+        elif isinstance(ev, KernelDrop):
+            self.kernel_drops.inc()
 
 
 # Methods get their own label; anything else is "other", so a peer inventing

@@ -28,7 +28,8 @@ from .blocklist_loader import BlocklistLoader
 from .config import PLACEHOLDER_REDRESS_URL, Config, load_config
 from .config_table import ConfigError
 from .core import StatelessProxy
-from .events import AwaitCertificate, Event, Screened, Send
+from .events import AwaitCertificate, Event, KernelDrop, Screened, Send
+from .kernel_drop import KernelDropError, KernelDropper
 from .metrics import Metrics
 from .overload import OverloadGuard, QueueMetrics, UdpQueueReader
 from .peers import PeerDirectory
@@ -95,6 +96,8 @@ class Worker:
         if cfg.stir.enabled:
             self.core.stir = self._stir(cfg.stir)
         self.metrics.watch_reputation(lambda: self.reputation)
+        self.metrics.watch_flood(lambda: self.core.flood)
+        self.kernel: KernelDropper | None = None  # [flood] kernel_drop, opened at start
         if self.subscribers is not None and self.primary:  # one count, not one per worker
             self.metrics.watch_subscribers(self.subscribers)
         self.overload = OverloadGuard(cfg.sip.overload_lag, cfg.sip.overload_backlog)
@@ -130,6 +133,8 @@ class Worker:
                 self.verdicts.write(ev)
             elif isinstance(ev, AwaitCertificate):
                 self.background(self._await_certificate(ev, received_at))
+            elif isinstance(ev, KernelDrop) and self.kernel is not None:
+                self.background(self._kernel_drop(ev))
         if received_at is not None and events:
             self.metrics.transit_seconds.observe(time.monotonic() - received_at)
         self.metrics.record(events)
@@ -242,6 +247,8 @@ class Worker:
                 "blocking real traffic",
                 PLACEHOLDER_REDRESS_URL,
             )
+        if self.cfg.flood.enabled and self.cfg.flood.kernel_drop:
+            await self._open_kernel_drop()
         self._started = True
         log.info(
             "listening for SIP on %s:%d (%s); switches: %s",
@@ -413,7 +420,7 @@ class Worker:
             name
             for name in (
                 "sip", "switches", "routing", "admin", "log", "blocklists", "subscribers", "peers",
-                "stir",
+                "stir", "flood",
             )  # fmt: skip
             if getattr(new, name) != getattr(self.cfg, name)
         ]
@@ -508,6 +515,34 @@ class Worker:
         self.verdicts.close()
         if self.subscribers is not None:
             self.subscribers.close()
+        if self.kernel is not None:
+            with contextlib.suppress(Exception):  # a failed teardown must not stop the rest
+                await self.kernel.close(teardown=self.primary)
+
+    async def _open_kernel_drop(self) -> None:
+        """[flood] kernel_drop: the first worker (re)creates our nftables
+        table (deleted again at stop); siblings only add addresses to it."""
+        sip = self.cfg.sip
+        ports = [(sip.port, sip.port)]
+        if sip.worker_port_base:
+            count = self.role.count if self.role is not None else 1
+            ports.append((sip.worker_port_base, sip.worker_port_base + count - 1))
+        dropper = KernelDropper(tuple(ports))
+        if self.primary:
+            try:
+                await dropper.setup(self.cfg.flood.kernel_drop_seconds)
+            except KernelDropError as exc:
+                await dropper.close(teardown=False)
+                raise StartupError(f"flood.kernel_drop: {exc}") from None
+        self.kernel = dropper
+
+    async def _kernel_drop(self, ev: KernelDrop) -> None:
+        assert self.kernel is not None
+        try:
+            if await self.kernel.drop(ev.host, ev.seconds):
+                log.warning("flood: %s dropped in the kernel for %d s", ev.host, ev.seconds)
+        except KernelDropError as exc:
+            log.error("flood: %s", exc)
 
 
 async def serve(

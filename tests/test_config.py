@@ -41,6 +41,7 @@ def test_example_file_is_valid_and_documents_every_key() -> None:
         cfg.reputation,
         cfg.subscribers,
         cfg.stir,
+        cfg.flood,
     ):
         for f in dataclasses.fields(section):  # type: ignore[arg-type]
             if f.name in ("limits", "modes", "weights"):
