@@ -59,6 +59,9 @@ class SipConfig:
     # that port in its Via and Record-Route, so a call's responses and
     # in-dialog requests come back to the worker that screened it; 0: off
     worker_port_base: int = 0
+    # SIGTERM: seconds to keep relaying the calls in flight while refusing
+    # new ones with 503, before exiting; 0: stop at once
+    drain_seconds: float = 5.0
     # requests from a source that is no [[peers]] entry and no switch:
     # "reject" (403), "drop" (silence), or "accept"; with no [[peers]] at all
     # every source is accepted (and start-up says so)
@@ -237,6 +240,7 @@ def _sip(t: Table) -> SipConfig:
         workers=t.integer("workers", d.workers, 0, 64),
         worker_balance=t.string("worker_balance", d.worker_balance, ("source", "message")),
         worker_port_base=t.integer("worker_port_base", d.worker_port_base, 0, 65535 - 64),
+        drain_seconds=t.number("drain_seconds", d.drain_seconds, 0.0, 600.0),
         unknown_sources=t.string(
             "unknown_sources", d.unknown_sources, ("reject", "drop", "accept")
         ),

@@ -28,6 +28,7 @@ from .blocklist_loader import BlocklistLoader
 from .config import PLACEHOLDER_REDRESS_URL, Config, load_config
 from .config_table import ConfigError
 from .core import StatelessProxy
+from .drain import Drain
 from .events import AwaitCertificate, Event, KernelDrop, Screened, Send
 from .kernel_drop import KernelDropError, KernelDropper
 from .metrics import Metrics
@@ -48,7 +49,7 @@ from .subscribers.service import SubscriberService
 from .supervisor import WorkerRole
 from .transport.tcp import TcpEdge
 from .transport.udp import UdpEdge
-from .verdict_log import VerdictLog
+from .verdict_log import FLUSH_INTERVAL, VerdictLog
 from .worker_link import SingleWorker, ask_siblings, gathered_metrics, serve_link
 
 log = logging.getLogger("robocall_shield")
@@ -119,6 +120,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[object]] = set()
         self._started = False
+        self.draining: Drain | None = None  # set on SIGTERM, see drain()
         self.admin: AdminApi | None = None
 
     def dispatch(self, events: list[Event], received_at: float | None = None) -> None:
@@ -137,6 +139,8 @@ class Worker:
                 self.background(self._kernel_drop(ev))
         if received_at is not None and events:
             self.metrics.transit_seconds.observe(time.monotonic() - received_at)
+        if self.draining is not None:
+            self.draining.saw(events, time.monotonic())
         self.metrics.record(events)
 
     async def start(self) -> None:
@@ -201,7 +205,7 @@ class Worker:
             api = self.admin = AdminApi(
                 self.pool,
                 self.metrics.registry,
-                lambda: self._started,
+                lambda: self._started and self.draining is None,
                 token=token,
                 status=lambda: {"blocklists": self.lists.status()},
                 actions={"/admin/blocklists/reload": self._admin_reload_lists},
@@ -446,7 +450,7 @@ class Worker:
 
     async def _flush_verdicts(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(FLUSH_INTERVAL)
             self.verdicts.flush()
 
     async def _watch_loop_lag(self) -> None:
@@ -466,7 +470,8 @@ class Worker:
             queue = self.udp_queue.read() if self.udp_queue is not None else None
             backlog = queue.queued_bytes if queue is not None else 0
             was = self.core.overloaded
-            self.core.admit = self.overload.probe(lag, backlog)
+            admit = self.overload.probe(lag, backlog)
+            self.core.admit = 0.0 if self.draining is not None else admit
             self.metrics.admitted.set(self.core.admit)
             if self.core.overloaded != was:
                 news = "calls taken again" if was else f"shedding new calls ({self.overload.cause})"
@@ -499,6 +504,24 @@ class Worker:
             await asyncio.sleep(30)
             if self.tcp is not None:
                 self.tcp.close_idle(time.monotonic())
+
+    async def drain(self, seconds: float, hurry: asyncio.Event) -> None:
+        """SIGTERM: refuse new calls (503 with Retry-After, as when
+        overloaded; emergency calls still go on) and turn /readyz 503, while
+        responses and in-dialog requests keep flowing, until no call is in
+        flight or ``seconds`` pass (see proxy.drain); ``hurry`` ends it."""
+        start = time.monotonic()
+        drain = self.draining = Drain(seconds, start)
+        self.core.admit = 0.0
+        self.metrics.overloaded.set(1.0)
+        why: str | None = None
+        while not hurry.is_set():
+            reputation = self.reputation
+            why = drain.done(time.monotonic(), len(reputation.calls) if reputation else None)
+            if why is not None:
+                break
+            await asyncio.sleep(0.05)
+        log.info("drained in %.2f s: %s", time.monotonic() - start, why or "told again to stop")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -549,17 +572,23 @@ async def serve(
     cfg: Config, config_path: str | None = None, role: WorkerRole | None = None
 ) -> None:
     worker = Worker(cfg, role)
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_stop() -> None:  # a second SIGTERM or SIGINT cuts the drain short
+        (hurry if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_stop)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, _reload, worker, config_path)
     try:
         await worker.start()
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down: draining for up to %g s", cfg.sip.drain_seconds)
+        if cfg.sip.drain_seconds > 0:
+            await worker.drain(cfg.sip.drain_seconds, hurry)
     finally:
         await worker.stop()
 

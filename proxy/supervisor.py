@@ -43,6 +43,7 @@ EXIT_STARTUP = 78
 YOUNG = 10.0  # seconds: a worker dying younger than this is crash-looping
 MAX_BACKOFF = 30.0
 MAX_WORKERS = 64
+STOP_MARGIN = 5.0  # seconds past [sip] drain_seconds a worker has to flush and exit
 _COUNTER = struct.Struct("=Q")
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -156,6 +157,7 @@ class Supervisor:
     def __init__(self, cfg: Config, run_worker: Callable[[WorkerRole], int]) -> None:
         """Binds the shared sockets when asked to: OSError if it cannot."""
         self.count = worker_count(cfg)
+        self.grace = cfg.sip.drain_seconds + STOP_MARGIN  # SIGTERM to SIGKILL
         self.sockets = bind_shared(cfg) if cfg.sip.worker_balance == "message" else None
         self.run_worker = run_worker
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="robocall-shield-"))
@@ -267,11 +269,13 @@ class Supervisor:
                 os._exit(code)
         self.children[pid] = _Child(index, time.monotonic())
 
-    def _stop_all(self, grace: float = 10.0) -> None:
+    def _stop_all(self) -> None:
+        """SIGTERM: each worker drains (see server.serve); one still there
+        after drain_seconds and the margin is killed."""
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + self.grace
         while self.children and time.monotonic() < deadline:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)

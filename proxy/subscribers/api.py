@@ -4,17 +4,21 @@ in openapi.py describes exactly these routes."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from typing import Any
 
-from ..admin import AdminApi, Request, Response, error, json_response
+from ..admin import AdminApi, Handler, Request, Response, error, json_response
 from .disputes import STATUSES
 from .links import LinkSigner
 from .model import LISTS, MAX_LIST_ENTRIES, InvalidField, Subscriber, parse_entry, parse_number
 from .openapi import openapi_document
 from .service import SubscriberService, apply_changes
 
+log = logging.getLogger("robocall_shield")
 PREFIX = "/api/v1"
+RETRY_AFTER = "5"  # seconds, when the store is locked or the disk is full
 MAX_IMPORT_BYTES = 64 << 20
 MAX_CHANGES = 256 << 10
 
@@ -25,7 +29,9 @@ class SubscriberApi:
         self.links = links
 
     def register(self, api: AdminApi) -> None:
-        add = api.add_route
+        def add(method: str, path: str, handler: Handler, **kw: Any) -> None:
+            api.add_route(method, path, _store_faults(handler), **kw)
+
         p = PREFIX
         add("GET", f"{p}/openapi.json", self.openapi, auth=False)
         add("GET", f"{p}/subscribers.csv", self.export_csv)
@@ -228,6 +234,25 @@ class SubscriberApi:
                 return error(404, f"no dispute {dispute_id}", "id")
             return error(409, f"dispute {dispute_id} is already {item['status']}", "id")
         return json_response(200, result)
+
+
+def _store_faults(handler: Handler) -> Handler:
+    """A locked store, a full disk or an I/O error is the store's state,
+    not the request's fault nor a bug: 503 with Retry-After, so the portal
+    tries again. Nothing reached the in-memory index (it is updated only
+    after a commit), so screening goes on with what was committed."""
+
+    async def guarded(req: Request) -> Response:
+        try:
+            return await handler(req)
+        except sqlite3.OperationalError as exc:
+            log.error("subscriber store unavailable for %s %s: %s", req.method, req.path, exc)
+            answer = error(503, f"the subscriber store is unavailable ({exc}); try again later")
+            return Response(
+                answer.status, answer.content_type, answer.body, (("Retry-After", RETRY_AFTER),)
+            )
+
+    return guarded
 
 
 class _Refused(Exception):
