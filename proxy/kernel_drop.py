@@ -17,15 +17,21 @@ An address goes in with a timeout and the kernel removes it when that runs
 out. Spoken over netlink with pyroute2 (the optional ``kernel`` extra,
 imported lazily), no ``nft`` binary needed. pyroute2 0.9's asynchronous
 ``sets("add")`` fails on its own reply handling, so the set is created with
-the lower-level ``_command`` it wraps. IPv4 only: IPv6 sources are limited
-but never kernel-dropped.
+the lower-level ``_command`` it wraps. uvloop cannot open netlink
+sockets, so the netlink talk runs on a plain asyncio loop in a thread of its
+own. IPv4 only: IPv6 sources are limited but never kernel-dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
-from typing import Any
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 TABLE = "robocall_shield"
 SET = "blocked"
@@ -62,6 +68,33 @@ class KernelDropper:
         self.table = table
         self._nft: Any = None
         self._set: Any = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="kernel-drop")
+        self._loop = asyncio.SelectorEventLoop()  # not uvloop's: see the module doc
+
+    async def _call(self, job: Coroutine[Any, Any, T]) -> T:
+        """Run ``job`` on our own loop, in our own thread."""
+        running = asyncio.get_running_loop()
+        return await running.run_in_executor(self._thread, self._loop.run_until_complete, job)
+
+    async def setup(self, default_seconds: int) -> None:
+        """(Re)create our table: one left by a process that died is replaced."""
+        await self._call(self._setup(default_seconds))
+
+    async def drop(self, host: str, seconds: int) -> bool:
+        """Drop ``host`` for ``seconds``; False for an address that is not IPv4."""
+        return await self._call(self._drop(host, seconds))
+
+    async def members(self) -> dict[str, float]:
+        """Dropped addresses and the seconds each has left."""
+        return await self._call(self._members())
+
+    async def close(self, teardown: bool) -> None:
+        """Close the socket; with ``teardown``, delete our table first."""
+        try:
+            await self._call(self._close(teardown))
+        finally:
+            self._thread.shutdown(wait=True)
+            self._loop.close()
 
     async def _socket(self) -> Any:
         if self._nft is None:
@@ -69,15 +102,14 @@ class KernelDropper:
             nft = main.AsyncNFTables(nfgen_family=NFPROTO_INET)
             try:
                 await nft.setup_endpoint()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 nft.close()
                 raise KernelDropError(f"cannot open an nftables netlink socket: {exc}") from None
             self._nft = nft
             self._set = main.NFTSet(table=self.table, name=SET, key_type="ipv4_addr")
         return self._nft
 
-    async def setup(self, default_seconds: int) -> None:
-        """(Re)create our table: one left by a process that died is replaced."""
+    async def _setup(self, default_seconds: int) -> None:
         nft = await self._socket()
         main = _pyroute2()
         from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_NEWSET, nft_set_msg
@@ -103,12 +135,11 @@ class KernelDropper:
                     await nft.rule(
                         "add", table=self.table, chain=CHAIN, expressions=_rule(proto, low, high)
                     )
-        except Exception as exc:  # NetlinkError (an OSError) or pyroute2's own
+        except Exception as exc:  # pyroute2's NetlinkError, or its own errors
             why = _why(exc)
             raise KernelDropError(f"cannot create nftables table {self.table}: {why}") from None
 
-    async def drop(self, host: str, seconds: int) -> bool:
-        """Drop ``host`` for ``seconds``; False for an address that is not IPv4."""
+    async def _drop(self, host: str, seconds: int) -> bool:
         try:
             if ipaddress.ip_address(host).version != 4:
                 return False
@@ -123,14 +154,12 @@ class KernelDropper:
             raise KernelDropError(f"cannot add {host} to the drop set: {_why(exc)}") from None
         return True
 
-    async def members(self) -> dict[str, float]:
-        """Dropped addresses and the seconds each has left."""
+    async def _members(self) -> dict[str, float]:
         nft = await self._socket()
         elements = await nft.set_elems("get", set=self._set)
         return {str(e.value): (e.expiration or 0) / 1000 for e in elements}
 
-    async def close(self, teardown: bool) -> None:
-        """Close the socket; with ``teardown``, delete our table first."""
+    async def _close(self, teardown: bool) -> None:
         nft, self._nft = self._nft, None
         if nft is None:
             return
@@ -143,8 +172,8 @@ class KernelDropper:
     async def _delete_table(self, nft: Any) -> None:
         try:
             await nft.table("del", name=self.table)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
+        except Exception as exc:  # pyroute2's NetlinkError carries the errno as code
+            if _errno(exc) != errno.ENOENT:
                 raise
 
 
@@ -171,7 +200,12 @@ def _rule(proto: int, low: int, high: int) -> list[list[Any]]:
     return [[e] for e in exprs] + [verdict(NF_DROP)]
 
 
+def _errno(exc: Exception) -> int | None:
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) else getattr(exc, "errno", None)
+
+
 def _why(exc: Exception) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.EPERM:
+    if _errno(exc) == errno.EPERM:
         return "operation not permitted (needs root or CAP_NET_ADMIN)"
     return str(exc) or type(exc).__name__
