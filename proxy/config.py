@@ -101,6 +101,9 @@ class AdminConfig:
     # bearer token for the API (or ROBOCALL_SHIELD_TOKEN); without one the
     # authenticated endpoints are off and the server stays on loopback
     token: str = ""
+    # HTTPS for the admin API and the pages: a PEM certificate chain and key
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +160,8 @@ class Config:
     @property
     def public_url(self) -> str:
         """Where this server's pages are reached from outside."""
-        return self.subscribers.public_url or f"http://{self.admin.host}:{self.admin.port}"
+        scheme = "https" if self.admin.tls_cert else "http"
+        return self.subscribers.public_url or f"{scheme}://{self.admin.host}:{self.admin.port}"
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -317,8 +321,15 @@ def _admin(t: Table) -> AdminConfig:
         host=t.ip("host", d.host),
         port=t.integer("port", d.port, 1, 65535),
         token=t.string("token", d.token),
+        tls_cert=t.string("tls_cert", d.tls_cert),
+        tls_key=t.string("tls_key", d.tls_key),
     )
     t.done()
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ConfigError("admin.tls_key", "set both tls_cert and tls_key, or neither")
+    for key, path in (("tls_cert", cfg.tls_cert), ("tls_key", cfg.tls_key)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"admin.{key}", f"{path!r} is not a file")
     if cfg.token and (len(cfg.token) < 16 or any(c.isspace() for c in cfg.token)):
         raise ConfigError("admin.token", "use at least 16 characters without whitespace")
     return cfg

@@ -13,6 +13,7 @@ import secrets
 import signal
 import socket
 import sqlite3
+import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
@@ -219,7 +220,7 @@ class Worker:
                 Pages(self.subscribers, links, self.cfg.subscribers.disputes_per_hour).register(api)
             await self._listen(
                 "admin http",
-                api.start(self.cfg.admin.host, self.cfg.admin.port),
+                api.start(self.cfg.admin.host, self.cfg.admin.port, self._admin_tls()),
                 self.cfg.admin.host,
                 self.cfg.admin.port,
             )
@@ -261,6 +262,17 @@ class Worker:
             "+".join(sip.transports),
             ", ".join(f"{s.name}={s.host}:{s.port}" for s in self.cfg.switches),
         )
+
+    def _admin_tls(self) -> ssl.SSLContext | None:
+        admin = self.cfg.admin
+        if not admin.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(admin.tls_cert, admin.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"cannot load the admin TLS certificate or key: {exc}") from None
+        return ctx
 
     async def _listen(
         self, what: str, opening: object, host: str | None = None, port: int | None = None
@@ -425,7 +437,7 @@ class Worker:
             for name in (
                 "sip", "switches", "routing", "admin", "log", "blocklists", "subscribers", "peers",
                 "stir", "flood",
-            )  # fmt: skip
+            )
             if getattr(new, name) != getattr(self.cfg, name)
         ]
         if not new.reputation.enabled:
