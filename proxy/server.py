@@ -57,6 +57,11 @@ log = logging.getLogger("robocall_shield")
 TOKEN_ENV = "ROBOCALL_SHIELD_TOKEN"
 FREEZE_INTERVAL = 60.0
 LAG_PROBE = 0.1
+# config sections a SIGHUP cannot apply: listeners, sockets and state built at start
+RESTART_SECTIONS = (
+    *("sip", "switches", "routing", "admin", "log", "blocklists", "subscribers"),
+    *("peers", "stir", "flood"),
+)
 FOLLOW_INTERVAL = 1.0  # seconds between a sibling's looks at the subscriber store
 LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
 
@@ -434,10 +439,7 @@ class Worker:
         that were not applied."""
         needs_restart = [
             name
-            for name in (
-                "sip", "switches", "routing", "admin", "log", "blocklists", "subscribers", "peers",
-                "stir", "flood",
-            )
+            for name in RESTART_SECTIONS
             if getattr(new, name) != getattr(self.cfg, name)
         ]
         if not new.reputation.enabled:
