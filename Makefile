@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench bench-deps system-deps clean
+.PHONY: run test lint unit bench bench-deps system-deps soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
@@ -62,6 +62,14 @@ bench: $(STAMP) bench-deps
 	$(PY) loadtest/bench_subscribers.py
 	$(PY) loadtest/bench_stir.py
 	$(PY) -m loadtest $(LOADTEST_ARGS)
+
+## soak: SIPp at SOAK_RATE calls/s (200) for SOAK_SECONDS (600) through a real
+## proxy while blocklists reload and subscribers are written; zero failed calls,
+## flat RSS, no fd growth (python -m loadtest.soak; JSON in loadtest/results/)
+SOAK_SECONDS ?= 600
+SOAK_RATE    ?= 200
+soak: $(STAMP) bench-deps
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_RATE=$(SOAK_RATE) $(PY) -m loadtest.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
