@@ -71,5 +71,33 @@ SOAK_RATE    ?= 200
 soak: $(STAMP) bench-deps
 	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_RATE=$(SOAK_RATE) $(PY) -m loadtest.soak
 
+## fuzz: atheris (libFuzzer) on the parser and framer, then on the proxy core,
+## FUZZ_SECONDS in all (default 600, half each); not part of make test. Installs
+## atheris into the venv if missing; where it cannot be installed, runs the
+## Hypothesis fuzz tests for that long instead. Corpus and any crashing input:
+## .venv/fuzz/
+.PHONY: fuzz
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	@mkdir -p $(VENV)/fuzz
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install --quiet atheris || true
+	@half=$$(( $(FUZZ_SECONDS) / 2 )); [ $$half -gt 0 ] || half=1; \
+	if $(PY) -c 'import atheris' 2>/dev/null; then \
+	  for harness in parser core; do \
+	    echo "atheris: fuzz_$$harness for $$half s (corpus $(VENV)/fuzz/$$harness)"; \
+	    { $(PY) -m tests.fuzz.fuzz_$$harness $(VENV)/fuzz/$$harness -max_total_time=$$half \
+	      -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	      -artifact_prefix=$(VENV)/fuzz/$$harness- 2>&1; echo $$? >$(VENV)/fuzz/rc; } \
+	      | grep -v -e '^INFO: Instrumenting' -e '^"' -e '^#'; \
+	    [ "$$(cat $(VENV)/fuzz/rc)" = 0 ] || { echo "fuzz_$$harness failed: see above"; exit 1; }; \
+	  done; \
+	else \
+	  echo "make fuzz: atheris could not be installed here (it needs a wheel for this"; \
+	  echo "Python, or clang with libFuzzer to build one); running the Hypothesis fuzz"; \
+	  echo "tests for $(FUZZ_SECONDS) s instead (tests/test_fuzz.py, FUZZ_EXAMPLES=1000000)"; \
+	  FUZZ_EXAMPLES=1000000 timeout $(FUZZ_SECONDS) $(PY) -m pytest -q -x tests/test_fuzz.py; \
+	  rc=$$?; [ $$rc = 124 ] && echo "time is up: no failure found"; [ $$rc = 0 ] || [ $$rc = 124 ]; \
+	fi
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
