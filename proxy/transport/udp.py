@@ -39,5 +39,11 @@ class UdpEdge(asyncio.DatagramProtocol):
     def send(self, dest: Address, data: bytes) -> bool:
         if self.transport is None or self.transport.is_closing():
             return False
-        self.transport.sendto(data, (dest.host, dest.port))
+        try:
+            self.transport.sendto(data, (dest.host, dest.port))
+        except (OSError, ValueError):
+            # uvloop raises ValueError for an address of the other family
+            # (an IPv6 Via on an IPv4 socket): a send error, not a traceback
+            # per datagram in the log
+            return False
         return True
