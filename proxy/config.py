@@ -66,6 +66,12 @@ class SipConfig:
     # "reject" (403), "drop" (silence), or "accept"; with no [[peers]] at all
     # every source is accepted (and start-up says so)
     unknown_sources: str = "reject"
+    # SIP over TLS (RFC 3261 §26, port 5061 by convention); 0: off
+    tls_port: int = 0
+    tls_cert: str = ""  # PEM certificate chain
+    tls_key: str = ""
+    # mutual TLS: peers must present a certificate issued by this CA bundle
+    tls_peer_ca: str = ""
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -248,10 +254,15 @@ def _sip(t: Table) -> SipConfig:
         unknown_sources=t.string(
             "unknown_sources", d.unknown_sources, ("reject", "drop", "accept")
         ),
+        tls_port=t.integer("tls_port", d.tls_port, 0, 65535),
+        tls_cert=t.string("tls_cert", d.tls_cert),
+        tls_key=t.string("tls_key", d.tls_key),
+        tls_peer_ca=t.string("tls_peer_ca", d.tls_peer_ca),
         udp_receive_buffer=t.integer("udp_receive_buffer", d.udp_receive_buffer, 0, 1 << 30),
         limits=limits,
     )
     t.done()
+    _check_tls(cfg)
     base, count = cfg.worker_port_base, cfg.workers or os.cpu_count() or 1
     if base and base <= cfg.port < base + count:
         raise ConfigError(
@@ -260,6 +271,17 @@ def _sip(t: Table) -> SipConfig:
     if cfg.host in ("0.0.0.0", "::") and not cfg.advertised_host:
         raise ConfigError("sip.advertised_host", "required when sip.host is a wildcard address")
     return cfg
+
+
+def _check_tls(cfg: SipConfig) -> None:
+    if cfg.tls_port and not (cfg.tls_cert and cfg.tls_key):
+        raise ConfigError("sip.tls_cert", "tls_port needs tls_cert and tls_key")
+    if cfg.tls_port and cfg.tls_port == cfg.port:
+        raise ConfigError("sip.tls_port", "must differ from sip.port")
+    for key in ("tls_cert", "tls_key", "tls_peer_ca"):
+        path = getattr(cfg, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"sip.{key}", f"{path!r} is not a file")
 
 
 def _advertised_host(t: Table) -> str:

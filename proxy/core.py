@@ -72,6 +72,8 @@ SCREENED_METHODS = frozenset(("INVITE", "MESSAGE"))
 DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"))
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, PRACK, UPDATE, INFO, REFER, NOTIFY, SUBSCRIBE"
 COOKIE = "z9hG4bK"
+TRANSPORTS = frozenset(("udp", "tcp", "tls"))
+CONNECTED = frozenset(("tcp", "tls"))  # a response goes back on the connection
 
 
 def _digest(text: str) -> str:
@@ -129,7 +131,8 @@ class StatelessProxy:
         self.ping_port = self.port
         # ports that are us in a Via, Route or Request-URI: the SIP port and,
         # with [sip] worker_port_base, the worker's own (self.port is then that)
-        self.local_ports = frozenset((self.port,))
+        self.tls_port = cfg.sip.tls_port  # SIP over TLS; 0: off
+        self.local_ports = frozenset(p for p in (self.port, self.tls_port) if p)
         self.local_hosts = frozenset((_bracket(cfg.sip.host), self.host))
         self.switch_hosts = frozenset(s.host for s in cfg.switches)
         # who may send requests: the [[peers]] (and the switches, always);
@@ -439,7 +442,8 @@ class StatelessProxy:
         strip_pai: bool,
         verstat: str | None = None,
     ) -> bytes:
-        out = [("Via", f"SIP/2.0/{dest.transport.upper()} {self.host}:{self.port};branch={branch}")]
+        port = self.tls_port if dest.transport == "tls" else self.port
+        out = [("Via", f"SIP/2.0/{dest.transport.upper()} {self.host}:{port};branch={branch}")]
         if self.cfg.sip.record_route and req.to.tag is None and req.method in DIALOG_METHODS:
             out.append(("Record-Route", self._rr(dest.transport)))
             if dest.transport != source.transport:  # RFC 5658 double Record-Route
@@ -513,7 +517,7 @@ class StatelessProxy:
                 return [Dropped("bad-next-hop", f"rport={rport[:10]}")]
             port = int(rport)
         transport = nxt.transport.lower()
-        if transport not in ("udp", "tcp"):
+        if transport not in TRANSPORTS:
             return [Dropped("unsupported-transport", transport)]
         if not usable_ip(host):
             return [Dropped("bad-next-hop", host)]
@@ -600,6 +604,8 @@ class StatelessProxy:
         return host in self.local_hosts and (port or 5060) in self.local_ports
 
     def _rr(self, transport: str) -> str:
+        if transport == "tls":
+            return f"<sip:{self.host}:{self.tls_port};transport=tls;lr>"
         suffix = ";transport=tcp" if transport == "tcp" else ""
         return f"<sip:{self.host}:{self.port}{suffix};lr>"
 
@@ -629,7 +635,9 @@ class StatelessProxy:
         finds its way back to the connection."""
         params = top.params
         add_received = top.host.strip("[]") != source.host
-        add_rport = ("rport" in params and params["rport"] is None) or source.transport == "tcp"
+        add_rport = (
+            "rport" in params and params["rport"] is None
+        ) or source.transport in CONNECTED
         if not add_received and not add_rport:
             return None
         params = dict(params)
@@ -642,7 +650,7 @@ class StatelessProxy:
 
     @staticmethod
     def _reply_address(top: Via, source: Address) -> Address:
-        if source.transport == "tcp" or "rport" in top.params:
+        if source.transport in CONNECTED or "rport" in top.params:
             return source
         return Address(source.host, top.port or 5060, source.transport)
 
@@ -650,8 +658,9 @@ class StatelessProxy:
     def _uri_address(uri: Uri) -> Address | None:
         if not usable_ip(uri.host):
             return None
-        transport = (uri.params.get("transport") or "udp").lower()
-        if transport not in ("udp", "tcp"):
+        default = "tls" if uri.scheme == "sips" else "udp"
+        transport = (uri.params.get("transport") or default).lower()
+        if transport not in TRANSPORTS:
             return None
         return Address(uri.host.strip("[]"), uri.port or 5060, transport)
 

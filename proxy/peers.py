@@ -14,7 +14,7 @@ UNKNOWN = "unknown"
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-TRANSPORTS = ("any", "udp", "tcp")
+TRANSPORTS = ("any", "udp", "tcp", "tls")
 
 
 @dataclass(frozen=True, slots=True)

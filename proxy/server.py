@@ -122,6 +122,7 @@ class Worker:
         self.own_udp: UdpEdge | None = None  # [sip] worker_port_base
         self.udp_queue: UdpQueueReader | None = None
         self.tcp: TcpEdge | None = None
+        self.tls: TcpEdge | None = None  # [sip] tls_port
         self._closers: list[asyncio.BaseTransport | asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[object]] = set()
@@ -132,7 +133,10 @@ class Worker:
     def dispatch(self, events: list[Event], received_at: float | None = None) -> None:
         for ev in events:
             if isinstance(ev, Send):
-                edge = self.udp if ev.dest.transport == "udp" else self.tcp
+                transport = ev.dest.transport
+                edge = self.udp if transport == "udp" else self.tcp
+                if transport == "tls":
+                    edge = self.tls
                 if self.own_udp is not None and edge is self.udp and ev.data[:8] != b"SIP/2.0 ":
                     edge = self.own_udp  # requests leave from the port in our Via
                 if edge is None or not edge.send(ev.dest, ev.data):
@@ -183,6 +187,8 @@ class Worker:
                 "tcp",
                 loop.create_server(self.tcp.protocol, sip.host, sip.port, reuse_port=shared),
             )
+        if sip.tls_port:
+            await self._listen_tls(loop, shared)
         if self.role is not None and sip.worker_port_base:
             await self._open_worker_port(loop, sip.worker_port_base + self.role.index)
         elif shared and self.cfg.routing.health_checks:
@@ -266,6 +272,35 @@ class Worker:
             sip.port,
             "+".join(sip.transports),
             ", ".join(f"{s.name}={s.host}:{s.port}" for s in self.cfg.switches),
+        )
+
+    async def _listen_tls(self, loop: asyncio.AbstractEventLoop, shared: bool) -> None:
+        """SIP over TLS: the TCP edge's framing and limits on TLS connections,
+        with client certificates required when [sip] tls_peer_ca is set."""
+        sip = self.cfg.sip
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        client = ssl.create_default_context(cafile=sip.tls_peer_ca or None)
+        try:
+            server.load_cert_chain(sip.tls_cert, sip.tls_key)
+            client.load_cert_chain(sip.tls_cert, sip.tls_key)  # our side of mutual TLS
+            if sip.tls_peer_ca:
+                server.load_verify_locations(sip.tls_peer_ca)
+                server.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"cannot load the SIP TLS certificate, key or CA: {exc}") from None
+        tls = self.tls = TcpEdge(self.core, self.dispatch, sip.limits, "tls", client)
+        tls.on_receive = self.metrics.receive_counter("tls")
+        await self._listen(
+            "tls",
+            loop.create_server(
+                tls.protocol,
+                sip.host,
+                sip.tls_port,
+                ssl=server,
+                ssl_handshake_timeout=10.0,
+                reuse_port=shared,
+            ),
+            port=sip.tls_port,
         )
 
     def _admin_tls(self) -> ssl.SSLContext | None:
@@ -516,8 +551,9 @@ class Worker:
     async def _tcp_sweep(self) -> None:
         while True:
             await asyncio.sleep(30)
-            if self.tcp is not None:
-                self.tcp.close_idle(time.monotonic())
+            for edge in (self.tcp, self.tls):
+                if edge is not None:
+                    edge.close_idle(time.monotonic())
 
     async def drain(self, seconds: float, hurry: asyncio.Event) -> None:
         """SIGTERM: refuse new calls (503 with Retry-After, as when
@@ -544,8 +580,9 @@ class Worker:
             closer.close()
         if self.admin is not None:
             self.admin.close_clients()
-        if self.tcp is not None:
-            self.tcp.close()
+        for edge in (self.tcp, self.tls):
+            if edge is not None:
+                edge.close()
         self.lists.close()
         if self.certs is not None:
             self.certs.close()

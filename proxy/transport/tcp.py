@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import cast
@@ -63,7 +64,7 @@ class TcpConnection(asyncio.Protocol):
             self.edge.on_close(refused)
             self.transport.abort()
             return
-        self.peer = Address(host, port, "tcp")
+        self.peer = Address(host, port, self.edge.transport)
         self._source = self.edge.source(host, inbound=not self.outbound)
         self.edge.connections[(host, port)] = self
         self.transport.set_write_buffer_limits(high=WRITE_HIGH)
@@ -180,7 +181,16 @@ class TcpConnection(asyncio.Protocol):
 
 
 class TcpEdge:
-    def __init__(self, core: StatelessProxy, dispatch: Dispatch, limits: Limits) -> None:
+    def __init__(
+        self,
+        core: StatelessProxy,
+        dispatch: Dispatch,
+        limits: Limits,
+        transport: str = "tcp",
+        client_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.transport = transport  # "tls": the same edge over TLS connections
+        self.client_tls = client_tls  # for connections we open ourselves
         self.core = core
         self.dispatch = dispatch
         self.limits = limits
@@ -265,7 +275,13 @@ class TcpEdge:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: TcpConnection(self, True), key[0], key[1]),
+                loop.create_connection(
+                    lambda: TcpConnection(self, True),
+                    key[0],
+                    key[1],
+                    ssl=self.client_tls,
+                    server_hostname=key[0] if self.client_tls is not None else None,
+                ),
                 timeout=5.0,
             )
         except (OSError, TimeoutError) as exc:
