@@ -169,11 +169,17 @@ def run_blast(
 # -- the proxy and what we measure of it --------------------------------------
 
 
-def write_config(path: Path, sip: int, admin: int, switch: int, limits: dict[str, Any]) -> None:
+def write_config(
+    path: Path, sip: int, admin: int, switch: int, limits: dict[str, Any], defended: bool = False
+) -> None:
     lines = [
         "[sip]",
         f'host = "{HOST}"',
         f"port = {sip}",
+        # --defended: the caller is a declared peer; the attack's addresses
+        # (127.0.2.x, 127.0.3.x) are strangers, dropped, and flood-limited
+        # before they are parsed
+        *(['unknown_sources = "drop"'] if defended else []),
         "[sip.limits]",
         *(f"{k} = {json.dumps(v)}" for k, v in limits.items()),
         "[[switches]]",
@@ -190,6 +196,11 @@ def write_config(path: Path, sip: int, admin: int, switch: int, limits: dict[str
         "[subscribers]",
         f'data_dir = "{path.parent / "var"}"',
     ]
+    if defended:
+        lines += [
+            "[[peers]]", 'name = "caller"', f'addresses = ["{HOST}/32"]',
+            "[flood]", "per_ip_rate = 20.0", "per_ip_burst = 40",
+        ]  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -286,7 +297,7 @@ def survive(args: argparse.Namespace) -> dict[str, Any]:
     sip, admin, switch = free_port(), free_port(), free_port()
     limits = {"message_timeout": args.message_timeout,
               "max_connections_per_source": args.per_source}  # fmt: skip
-    write_config(work / "proxy.toml", sip, admin, switch, limits)
+    write_config(work / "proxy.toml", sip, admin, switch, limits, args.defended)
     script = Path(sys.executable).with_name("robocall-shield")
     cmd = [str(script), "serve", "--config", str(work / "proxy.toml")]
     ctx = mp.get_context("spawn")
@@ -371,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=600.0, help="bound on the attack")
     p.add_argument("--message-timeout", type=float, default=10.0, help="[sip.limits]")
     p.add_argument("--per-source", type=int, default=64, help="[sip.limits] per-source cap")
+    p.add_argument(
+        "--defended",
+        action="store_true",
+        help="declare the caller a [[peers]] entry; strangers dropped and flood-limited",
+    )
     p.add_argument("--json", type=Path, help="write the report here")
     args = p.parse_args(argv)
     report = survive(args)

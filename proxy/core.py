@@ -223,6 +223,8 @@ class StatelessProxy:
         bad = Malformed(exc.status, exc.reason)
         if not exc.is_request or not exc.headers:
             return [bad, Dropped("malformed", exc.reason)]
+        if self.cfg.sip.unknown_sources == "drop" and self._stranger(source):
+            return [bad, Dropped("unknown-source", source.host)]  # silence means silence
         via_value = next((v for k, _, v in exc.headers if k == "via"), None)
         cseq = next((v for k, _, v in exc.headers if k == "cseq"), "")
         if cseq.rstrip().upper().endswith(" ACK"):
@@ -300,12 +302,7 @@ class StatelessProxy:
             and req.to.tag == self._tag(req.call_id, req.from_.tag, top.branch)
         ):
             return [Dropped("ack-absorbed")]
-        gate = self.gate
-        if (
-            gate is not None
-            and source.host not in self.switch_hosts
-            and not gate.admits(source.host, source.transport)
-        ):
+        if self._stranger(source):
             if method == "ACK" or self.cfg.sip.unknown_sources == "drop":
                 return [Dropped("unknown-source", source.host)]
             return reply(403, "Forbidden (unknown source)")
@@ -599,6 +596,16 @@ class StatelessProxy:
         stages = self.pipeline.stages
         first = stages[0].check if stages else None
         return first is not None and first.name == "emergency" and first.check(call) is not None
+
+    def _stranger(self, source: Address) -> bool:
+        """A source that is neither a declared peer (over its transport) nor a
+        switch, when peers are declared."""
+        gate = self.gate
+        return (
+            gate is not None
+            and source.host not in self.switch_hosts
+            and not gate.admits(source.host, source.transport)
+        )
 
     def _is_us(self, host: str, port: int | None) -> bool:
         return host in self.local_hosts and (port or 5060) in self.local_ports

@@ -41,6 +41,13 @@ def test_drop_sends_nothing_at_all() -> None:
     assert sends(events) == [] and Dropped("unknown-source", STRANGER.host) in events
 
 
+def test_drop_does_not_answer_a_stranger_s_malformed_request_either() -> None:
+    broken = request(call_id="m").replace(b"CSeq: 101 INVITE", b"CSeq: x INVITE")
+    assert sends(core_with().receive_datagram(broken, STRANGER, 1.0)), "reject: a 400"
+    events = core_with(unknown_sources="drop").receive_datagram(broken, STRANGER, 1.0)
+    assert sends(events) == [] and Dropped("unknown-source", STRANGER.host) in events
+
+
 def test_an_ack_from_a_stranger_is_never_answered() -> None:
     events = core_with().receive_datagram(request("ACK", to_tag="t"), STRANGER, 1.0)
     assert sends(events) == []
