@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,12 @@ import pytest
 from blocklists.slot import ArtefactSlot
 from proxy.config import Config, parse_config
 from proxy.core import StatelessProxy
+from proxy.metrics import Metrics
+from proxy.peers import PeerDirectory
 from proxy.reputation import ReputationEngine
 from proxy.routing import SwitchPool
-from proxy.screening import build_pipeline
+from proxy.screening import SubscriberCheck, build_pipeline
+from proxy.subscribers.model import profile_of
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -75,3 +79,23 @@ def make_reputation_core(
         timer=timer,
     )
     return core, engine
+
+
+def make_equipped_core() -> tuple[StatelessProxy, Metrics]:
+    """The core as a worker equips it (reputation, a subscriber, peers, metrics),
+    for the fuzzers: they keep its state across inputs, as production does."""
+    cfg = make_config(peers=[{"name": "fuzz", "addresses": ["192.0.2.0/24"]}])
+    slot = ArtefactSlot()
+    engine = ReputationEngine(cfg.reputation, slot)
+    subscribers = SubscriberCheck(
+        {13125550187: profile_of(True, "block-all-suspected", True)}, {12125550142}
+    )
+    core = StatelessProxy(
+        cfg,
+        build_pipeline(cfg.screening, slot, cfg.blocklists, engine, subscribers),
+        SwitchPool(cfg.switches, cfg.routing),
+        "fuzz",
+        engine,
+        timer=time.perf_counter,
+    )
+    return core, Metrics(core.pool, peers=PeerDirectory(cfg.peers))

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blocklists.slot import ArtefactSlot
-from proxy.core import StatelessProxy
 from proxy.events import Address, Dropped, Replied, Send
-from proxy.metrics import Metrics
-from proxy.peers import PeerDirectory
-from proxy.reputation import ReputationEngine
-from proxy.routing import SwitchPool
-from proxy.screening import SubscriberCheck, build_pipeline
 from proxy.sip import SipParseError, SipRequest, StreamFramer, StreamMessage, parse_datagram
-from proxy.subscribers.model import profile_of
-from tests.conftest import make_config, make_core, read_index, shared_dir
+from tests.conftest import make_config, make_core, make_equipped_core, read_index, shared_dir
 
 # What our parser does with each torture message. None: it parses. A number:
 # it raises SipParseError with that status hint. Every outcome must be one the
@@ -226,23 +217,5 @@ def test_mutated_messages_only_parse_or_raise(data: st.DataObject) -> None:
         metrics.record(core.receive_datagram(blob, source, next(CLOCK)))
 
 
-def _equipped() -> tuple[StatelessProxy, Metrics]:
-    cfg = make_config(peers=[{"name": "fuzz", "addresses": ["192.0.2.0/24"]}])
-    slot = ArtefactSlot()
-    engine = ReputationEngine(cfg.reputation, slot)
-    subscribers = SubscriberCheck(
-        {13125550187: profile_of(True, "block-all-suspected", True)}, {12125550142}
-    )
-    core = StatelessProxy(
-        cfg,
-        build_pipeline(cfg.screening, slot, cfg.blocklists, engine, subscribers),
-        SwitchPool(cfg.switches, cfg.routing),
-        "fuzz",
-        engine,
-        timer=time.perf_counter,
-    )
-    return core, Metrics(core.pool, peers=PeerDirectory(cfg.peers))
-
-
-EQUIPPED = _equipped()
+EQUIPPED = make_equipped_core()
 CLOCK = itertools.count(1_790_000_000.0, 0.37)

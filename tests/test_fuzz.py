@@ -26,9 +26,10 @@ from proxy.sip import (
     StreamMessage,
 )
 from proxy.sip.framing import StreamEvent
+from tests.conftest import make_equipped_core
 from tests.fuzz.invariants import check_events, header_values
 from tests.sipmsg import request, response
-from tests.test_conformance import MESSAGES, _equipped, mutate
+from tests.test_conformance import MESSAGES, mutate
 
 # FUZZ_EXAMPLES raises the count for a long run on demand (make fuzz without atheris)
 FUZZ = settings(
@@ -125,7 +126,7 @@ def test_framer_on_garbage_only_raises_parse_errors_and_stays_bounded(
 
 # -- the core, fed related messages -------------------------------------------
 
-CORE, METRICS = _equipped()  # its own, so no other test shares its state
+CORE, METRICS = make_equipped_core()  # its own, so no other test shares its state
 PROXY_HOST, PROXY_PORT = "192.0.2.5", 5060
 SWITCH = ("192.0.2.20", 5080)
 PEERS = ["192.0.2.99", "192.0.2.98"]  # declared peers (192.0.2.0/24)

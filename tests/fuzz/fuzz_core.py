@@ -11,27 +11,22 @@ back to the source or down the Via path)."""
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 import sys
-import time
 from collections import deque
 from pathlib import Path
 
 import atheris
 
 with atheris.instrument_imports():
-    from blocklists.slot import ArtefactSlot
-    from proxy.core import StatelessProxy
+    # what the harness drives, imported here so atheris instruments it
+    for _module in ("proxy.core", "proxy.metrics", "proxy.reputation", "proxy.screening"):
+        importlib.import_module(_module)
     from proxy.events import Address, Send
-    from proxy.metrics import Metrics
-    from proxy.peers import PeerDirectory
-    from proxy.reputation import ReputationEngine
-    from proxy.routing import SwitchPool
-    from proxy.screening import SubscriberCheck, build_pipeline
-    from proxy.subscribers.model import profile_of
 
-from tests.conftest import make_config
+from tests.conftest import make_equipped_core
 from tests.fuzz.invariants import check_events, header_values
 from tests.fuzz.seeds import seed
 from tests.sipmsg import response
@@ -47,25 +42,7 @@ FORWARDED: deque[bytes] = deque(maxlen=32)
 STATUS = re.compile(rb"^\d{3}")
 
 
-def equipped() -> tuple[StatelessProxy, Metrics]:
-    cfg = make_config(peers=[{"name": "fuzz", "addresses": ["192.0.2.0/24"]}])
-    slot = ArtefactSlot()
-    engine = ReputationEngine(cfg.reputation, slot)
-    subscribers = SubscriberCheck(
-        {13125550187: profile_of(True, "block-all-suspected", True)}, {12125550142}
-    )
-    core = StatelessProxy(
-        cfg,
-        build_pipeline(cfg.screening, slot, cfg.blocklists, engine, subscribers),
-        SwitchPool(cfg.switches, cfg.routing),
-        "fuzz",
-        engine,
-        timer=time.perf_counter,
-    )
-    return core, Metrics(core.pool, peers=PeerDirectory(cfg.peers))
-
-
-CORE, METRICS = equipped()
+CORE, METRICS = make_equipped_core()
 
 
 def one_input(data: bytes) -> None:
