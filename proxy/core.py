@@ -11,7 +11,6 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from .config import Config, RedressConfig, SwitchConfig
@@ -34,6 +33,7 @@ from .events import (
 )
 from .flood import BAN, FloodGuard
 from .peers import PeerDirectory
+from .relay import drop_top_via, relay_response, splice_request
 from .reputation import ReputationEngine
 from .routing import SwitchPool
 from .screening import Action, Pipeline, Screening, Verdict
@@ -49,10 +49,9 @@ from .sip import (
     parse_datagram,
     parse_name_addr,
     relabel_address,
-    serialize,
     serialize_request,
 )
-from .sip.builder import encode, replace_first_value
+from .sip.builder import replace_first_value
 from .sip.grammar import is_digits, split_commas
 from .sip.message import SipMessage
 from .sip.via import parse_via_value
@@ -446,7 +445,7 @@ class StatelessProxy:
             if dest.transport != source.transport:  # RFC 5658 double Record-Route
                 out.append(("Record-Route", self._rr(source.transport)))
         if req.wire and label is None and not strip_pai and not popped and verstat is None:
-            spliced = _splice_request(req, out, top_via, self.verdict_key)
+            spliced = splice_request(req, out, top_via, self.verdict_key)
             if spliced is not None:
                 return spliced
         first_via = True
@@ -519,7 +518,7 @@ class StatelessProxy:
         if not usable_ip(host):
             return [Dropped("bad-next-hop", host)]
         # splice when the bytes are exactly what re-serialising would give
-        data = _drop_top_via(resp.wire, resp.headers) if resp.wire else _relay_response(resp)
+        data = drop_top_via(resp.wire, resp.headers) if resp.wire else relay_response(resp)
         out_events: list[Event] = [
             Send(Address(host.strip("[]"), port, transport), data),
             Forwarded("response", resp.cseq_method, resp.status),
@@ -687,79 +686,6 @@ def _raw_tag(value: str) -> str | None:
         return parse_name_addr(value).tag
     except SipParseError:
         return None
-
-
-def _relay_response(resp: SipResponse) -> bytes:
-    """The response re-serialised without our (the top) Via value."""
-    out: list[tuple[str, str]] = []
-    first_via = True
-    for key, name, value in resp.headers:
-        if key == "via" and first_via:
-            first_via = False
-            rest = split_commas(value)[1:]
-            if not rest:
-                continue
-            value = ", ".join(rest)
-        elif key == "content-length":
-            continue
-        out.append((name, value))
-    return serialize(f"SIP/2.0 {resp.status} {resp.reason}", out, resp.body)
-
-
-def _line_start(wire: bytes, index: int) -> int:
-    """Offset of the CRLF that opens header line ``index`` (0: the first
-    header after the start line)."""
-    at = wire.find(b"\r\n")
-    for _ in range(index):
-        at = wire.find(b"\r\n", at + 2)
-    return at
-
-
-def _drop_top_via(wire: bytes, headers: tuple[tuple[str, str, str], ...]) -> bytes:
-    """``_relay_response`` on a message whose bytes are exactly its
-    serialisation (``SipResponse.wire``): the same result, by splicing."""
-    index = 0
-    for key, _, _ in headers:
-        if key == "via":
-            break
-        index += 1
-    _, name, value = headers[index]
-    start = _line_start(wire, index)
-    end = wire.find(b"\r\n", start + 2)
-    rest = split_commas(value)[1:] if "," in value else None
-    if not rest:
-        return wire[:start] + wire[end:]
-    return wire[: start + 2] + encode(f"{name}: {', '.join(rest)}") + wire[end:]
-
-
-_KEY = itemgetter(0)
-
-
-def _splice_request(
-    req: SipRequest, first: list[tuple[str, str]], top_via: str | None, verdict_key: str
-) -> bytes | None:
-    """``StatelessProxy._forward`` for a request whose bytes are exactly its
-    serialisation (``SipRequest.wire``), no label, PAI kept and no Route
-    popped: the same bytes, made by inserting ``first`` (our Via, any
-    Record-Route) after the start line and editing the top Via and
-    Max-Forwards lines in place. None if a verdict header must be removed."""
-    wire, headers = req.wire, req.headers
-    keys = list(map(_KEY, headers))
-    if verdict_key in keys:
-        return None
-    end = wire.find(b"\r\n\r\n")
-    lines = wire[:end].split(b"\r\n")
-    if top_via is not None:
-        i = keys.index("via")
-        _, name, value = headers[i]
-        lines[i + 1] = encode(f"{name}: {replace_first_value(value, top_via)}")
-    if "max-forwards" in keys:
-        i = keys.index("max-forwards")
-        lines[i + 1] = encode(f"{headers[i][1]}: {(req.max_forwards or 1) - 1}")
-    else:  # before Content-Length, which is the last line
-        lines.insert(len(lines) - 1, b"Max-Forwards: 70")
-    lines[1:1] = [encode(f"{name}: {value}") for name, value in first]
-    return b"\r\n".join(lines) + wire[end:]
 
 
 def _privacy_id(req: SipRequest) -> bool:
