@@ -141,6 +141,7 @@ class StatelessProxy:
             if cfg.peers and cfg.sip.unknown_sources != "accept"
             else None
         )
+        self.drop_strangers = self.gate is not None and cfg.sip.unknown_sources == "drop"
         self.trusted_hops = {(s.host, s.port): s.trusted for s in cfg.switches}
         self.flood = (
             FloodGuard(cfg.flood, cfg.peers, self.switch_hosts) if cfg.flood.enabled else None
@@ -175,6 +176,10 @@ class StatelessProxy:
             over = flood.ip(source.host, now)
             if over and not data.startswith((b"INVITE ", b"MESSAGE ")):
                 return self._ip_limited(over, source, "drop")
+        if self.drop_strangers and data[:8] != b"SIP/2.0 " and self._stranger(source):
+            # silence for a stranger's request costs no parse (after the flood
+            # count above, so a flooding stranger can still be dropped in the kernel)
+            return [Dropped("unknown-source", source.host)]
         if data[:4] == b"ACK " and self._own_tag in data:
             # The ACK of a response of ours (its To-tag starts with our nonce):
             # absorbed without parsing, which matters most while shedding.

@@ -48,6 +48,18 @@ def test_drop_does_not_answer_a_stranger_s_malformed_request_either() -> None:
     assert sends(events) == [] and Dropped("unknown-source", STRANGER.host) in events
 
 
+def test_drop_costs_a_stranger_s_request_no_parse_but_responses_are_parsed() -> None:
+    core = core_with(unknown_sources="drop")
+    garbage = b"INVITE \x00\xff not SIP at all"
+    assert core.receive_datagram(garbage, STRANGER, 1.0) == [
+        Dropped("unknown-source", STRANGER.host)
+    ], "dropped before the parser could call it malformed"
+    stray = b"SIP/2.0 200 OK\r\nbroken\r\n\r\n"
+    assert Dropped("unknown-source", STRANGER.host) not in core.receive_datagram(
+        stray, STRANGER, 1.0
+    ), "a response is not a request: it goes through the parser (and its checks)"
+
+
 def test_an_ack_from_a_stranger_is_never_answered() -> None:
     events = core_with().receive_datagram(request("ACK", to_tag="t"), STRANGER, 1.0)
     assert sends(events) == []
