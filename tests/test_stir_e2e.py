@@ -211,6 +211,18 @@ async def test_a_dead_certificate_server_costs_a_call_at_most_the_budget(lab: La
     assert lab.metric("rs_stir_certificate_lookups_total", outcome="negative") == 2
 
 
+async def test_a_certificate_that_cannot_be_had_is_unverified_a_refused_one_failed(
+    lab: Lab,
+) -> None:
+    """Whatever stops the fetch (here a URL without a host) leaves the call
+    unverified; only a fetched chain that is refused fails it."""
+    pai, _ = await lab.call(lab.sign(x5u="https:///no-host.pem"))
+    assert ";verstat=No-TN-Validation@" in pai
+    lab.https.routes["/junk.pem"] = Route(body=b"not a certificate")
+    pai, _ = await lab.call(lab.sign("/junk.pem"))
+    assert ";verstat=TN-Validation-Failed@" in pai
+
+
 async def test_a_slow_certificate_server_never_holds_up_other_calls(lab: Lab) -> None:
     lab.https.routes["/slow.pem"] = Route(body=lab.ca.chain_pem, hang=True)
     slow = asyncio.create_task(lab.call(lab.sign("/slow.pem")))

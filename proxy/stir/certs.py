@@ -49,6 +49,9 @@ class CertEntry:
     key: object | None
     error: str | None
     expires: float
+    # the certificate was fetched and refused (an untrusted or broken chain),
+    # as opposed to not fetched at all: a verifier counts only this as failed
+    refused: bool = False
 
 
 class FetchError(Exception):
@@ -253,7 +256,7 @@ class CertificateCache:
         except Exception as exc:  # the validator's refusal, whatever its type
             self.invalid += 1
             log.info("certificate from %s refused: %s", url, exc)
-            return self._negative(reason_of(exc, "invalid-certificate"))
+            return self._negative(reason_of(exc, "invalid-certificate"), refused=True)
         return CertEntry(key, None, self._clock() + self._ttl(result, now))
 
     def _ttl(self, result: FetchResult, now: float) -> float:
@@ -265,8 +268,8 @@ class CertificateCache:
             ttl = min(ttl, max(0.0, not_after - now))
         return ttl
 
-    def _negative(self, reason: str) -> CertEntry:
-        return CertEntry(None, reason, self._clock() + self.negative_ttl)
+    def _negative(self, reason: str, refused: bool = False) -> CertEntry:
+        return CertEntry(None, reason, self._clock() + self.negative_ttl, refused)
 
     def _report(self, seconds: float, *, ok: bool) -> None:
         if self._on_fetch is None:

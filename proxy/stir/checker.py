@@ -16,15 +16,9 @@ from ..sip import CallFacts, SipRequest
 from .certs import CertEntry
 from .passport import Passport, PassportError, decode_passport, parse_identity
 from .settings import StirConfig
-from .verify import Outcome, Verification, verify_passport
+from .verify import Outcome, Verification, verification_for_error, verify_passport
 
 NO_IDENTITY = Verification(Outcome.NO_VALIDATION, None, "no-identity")
-# The certificate could not be had: nothing was verified, which is not a
-# failed verification. An untrusted or broken chain is one.
-FETCH_FAILURES = frozenset(
-    ("timeout", "refused", "tls", "http-status", "too-large", "scheme", "private-address",
-     "dns", "bad-response", "busy", "cert-unavailable")
-)  # fmt: skip
 _RANK = {"A": 3, "B": 2, "C": 1}
 
 
@@ -54,7 +48,7 @@ class StirVerifier:
             try:
                 headers = parse_identity(value)
             except PassportError as exc:
-                results.append(Verification(Outcome.FAILED, None, exc.reason))
+                results.append(verification_for_error(exc))
                 continue
             for ih in headers:
                 try:
@@ -65,8 +59,7 @@ class StirVerifier:
                         iat=int(date) if date is not None else None,
                     )
                 except PassportError as exc:
-                    outcome = Outcome.NO_VALIDATION if exc.reason == "compact-shaken" else None
-                    results.append(Verification(outcome or Outcome.FAILED, None, exc.reason))
+                    results.append(verification_for_error(exc))
                     continue
                 result = self._check(passport, call, wall, date, may_wait)
                 if isinstance(result, str):
@@ -84,9 +77,10 @@ class StirVerifier:
             self.prefetch(passport.x5u)
             return Verification(Outcome.NO_VALIDATION, None, "cert-unavailable")
         if entry.key is None:
-            reason = entry.error or "cert-unavailable"
-            failed = reason not in FETCH_FAILURES
-            return Verification(Outcome.FAILED if failed else Outcome.NO_VALIDATION, None, reason)
+            # a certificate that could not be had leaves the call unverified,
+            # which is not a failed verification; a refused chain is one
+            outcome = Outcome.FAILED if entry.refused else Outcome.NO_VALIDATION
+            return Verification(outcome, None, entry.error or "cert-unavailable")
         return verify_passport(
             passport,
             entry.key,  # type: ignore[arg-type]  # the cache holds what load_key returned

@@ -31,11 +31,6 @@ def with_verstat(value: str, verstat: str) -> str:
     return f"<{_uri_with_verstat(uri.strip(), verstat)}>{params}"
 
 
-def without_verstat(value: str) -> str:
-    """The header value with any verstat removed (the URI's and the user's)."""
-    return _URI_PARAM.sub("", _USER_PARAM.sub("", value))
-
-
 def _uri_with_verstat(uri: str, verstat: str) -> str:
     scheme, colon, rest = uri.partition(":")
     if not colon:
