@@ -20,9 +20,11 @@ run: $(STAMP)
 
 ## system-deps: Debian packages the tests need: SIPp (sip-tester), and headless
 ## Chromium with its WebDriver for the browser tests of the web pages, and
-## Prometheus (with promtool) for the metrics, dashboard and alert tests
+## Prometheus (with promtool) for the metrics, dashboard and alert tests,
+## redis-server for the multi-node tests, PostgreSQL for the store tests
 SYSTEM_DEPS := sipp:sip-tester chromium:chromium chromedriver:chromium-driver \
-  prometheus:prometheus promtool:prometheus kamailio:kamailio
+  prometheus:prometheus promtool:prometheus kamailio:kamailio \
+  redis-server:redis-server pg_ctlcluster:postgresql
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do \
 	  command -v $${dep%%:*} >/dev/null 2>&1 || missing="$$missing $${dep##*:}"; done; \
