@@ -17,6 +17,7 @@ from typing import Any
 from .config_table import MODES, ConfigError, Table
 from .flood import FloodConfig, parse_flood
 from .peers import PeerConfig, parse_peers
+from .records.settings import RecordsConfig, parse_records
 from .reputation.settings import ReputationConfig, parse_reputation
 from .sip.grammar import is_token
 from .sip.limits import Limits
@@ -159,6 +160,7 @@ class Config:
     blocklists: BlocklistConfig = field(default_factory=BlocklistConfig)
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     subscribers: SubscriberConfig = field(default_factory=SubscriberConfig)
+    records: RecordsConfig = field(default_factory=RecordsConfig)
     peers: tuple[PeerConfig, ...] = ()
     stir: StirConfig = field(default_factory=StirConfig)
     flood: FloodConfig = field(default_factory=FloodConfig)
@@ -199,7 +201,8 @@ def parse_config(data: dict[str, Any]) -> Config:
         screening=_screening(root.sub("screening")),
         blocklists=_blocklists(root.sub("blocklists")),
         reputation=parse_reputation(root.sub("reputation")),
-        subscribers=parse_subscribers(root.sub("subscribers")),
+        subscribers=(subs := parse_subscribers(root.sub("subscribers"))),
+        records=parse_records(root.sub("records"), subs.data_dir, subs.enabled),
         peers=parse_peers(root.data.pop("peers", None)),
         stir=parse_stir(root.sub("stir")),
         flood=parse_flood(root.sub("flood")),
