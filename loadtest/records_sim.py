@@ -16,8 +16,8 @@ and then.
 
 The campaign: through the gateway peer only, callers rotating inside one
 NPA-NXX (a fresh number every few calls), callees dialled in sequence in
-one subscriber exchange, a call every 2-8 s, attested C; 70% blocked, the
-rest labelled.
+one subscriber exchange, a call every 2-8 s, attested C (one in ten failing
+our own verification); 70% blocked, the rest labelled.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ PEERS = {CARRIER_A: "carrier-a", CARRIER_B: "carrier-b", GATEWAY: "gateway"}
 NANP = 10_000_000_000
 CAMPAIGN_EXCHANGE = (469, 382)  # the callers' NPA-NXX
 TARGET_EXCHANGE = (212, 736)  # the subscribers dialled in order
+PASSED, FAILED = "TN-Validation-Passed", "TN-Validation-Failed"
 _SIG = base64.urlsafe_b64encode(bytes(range(64))).rstrip(b"=").decode()
 
 
@@ -79,6 +80,7 @@ def identity_header(caller: int, callee: int, attest: str, origid: str, iat: int
 def screened(
     n: int, t: float, source: str, caller: int, callee: int, attest: str | None,
     action: Action, score: int, reasons: tuple[str, ...], origid: str = "",
+    verified: str | None = None,
 ) -> Screened:  # fmt: skip
     identity = None
     if attest is not None:
@@ -88,7 +90,7 @@ def screened(
         caller=f"+{caller}", caller_key=caller, caller_display=None, asserted=True,
         anonymous=False, privacy_id=False, callee=f"+{callee}", callee_key=callee,
         emergency_urn=False, identity=identity, received=t, attest=attest,
-        verstat="TN-Validation-Passed" if attest else None,
+        verstat="TN-Validation-Passed" if attest else None, verified=verified,
     )  # fmt: skip
     decided = "reputation" if action is not Action.PASS else None
     return Screened(call, Screening(Verdict(action, score, reasons), decided), action)
@@ -131,7 +133,9 @@ def generate(
                 action, score, why = Action.BLOCK, 95, ("reputation:burst",)
             elif r < 0.04:
                 action, score, why = Action.LABEL, 65, ("reputation:short-calls",)
-            ev = screened(n, t, source, caller, _random_number(rng), attest, action, score, why)
+            verified = PASSED if attest else None
+            callee = _random_number(rng)
+            ev = screened(n, t, source, caller, callee, attest, action, score, why, "", verified)
             out.append(SimRecord(t, PEERS[source], ev))
             n += 1
     t = start + campaign_at * span
@@ -151,8 +155,10 @@ def generate(
         blocked += block
         action = Action.BLOCK if block else Action.LABEL
         score = 92 if block else 72
+        verified = FAILED if i % 10 == 0 else PASSED  # one in ten fails our own check
         ev = screened(n, t, GATEWAY, caller, callee, "C", action, score,
-                      ("reputation:sequential", "reputation:snowshoe"), "gw-orig-1")  # fmt: skip
+                      ("reputation:sequential", "reputation:snowshoe"), "gw-orig-1",
+                      verified)  # fmt: skip
         out.append(SimRecord(t, PEERS[GATEWAY], ev))
         n += 1
         last = t

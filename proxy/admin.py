@@ -12,14 +12,17 @@ import hmac
 import json
 import logging
 import re
+import sqlite3
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from .records.query import FORMATS, QueryError, parse_caller, parse_window, render, traceback
 from .routing import SwitchPool
 
 log = logging.getLogger("robocall_shield.admin")
@@ -156,6 +159,12 @@ class AdminApi:
             last = m.end()
         regex += re.escape(template[last:])
         self.routes.append(Route(method, template, re.compile(regex), handler, auth, max_body))
+
+    def serve_traceback(self, records_dir: Path) -> None:
+        """``GET /admin/traceback?caller=N&from=T1&to=T2[&format=json|csv]``
+        (bearer token): an ITG traceback from the decision records, read on
+        a thread so the loop never waits on the disk."""
+        self.add_route("GET", "/admin/traceback", _traceback_handler(records_dir))
 
     def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
         allowed: list[str] = []
@@ -313,5 +322,33 @@ def _action_handler(action: Action) -> Handler:
 def _query_handler(query: Query) -> Handler:
     async def handler(req: Request) -> Response:
         return json_response(*query(req.params["rest"]))
+
+    return handler
+
+
+def _traceback_handler(directory: Path) -> Handler:
+    def answer(key: int, start: float, end: float, fmt: str) -> str:
+        return render(traceback(directory, key, start, end), fmt)
+
+    async def handler(req: Request) -> Response:
+        q = req.query
+        missing = [name for name in ("caller", "from", "to") if not q.get(name)]
+        if missing:
+            return error(400, f"missing query parameter(s): {', '.join(missing)}", missing[0])
+        fmt = q.get("format", "json")
+        if fmt not in FORMATS:
+            return error(400, f"format {fmt!r}: expected json or csv", "format")
+        try:
+            key = parse_caller(q["caller"])
+            start, end = parse_window(q["from"], q["to"])
+        except QueryError as exc:
+            return error(400, str(exc))
+        try:
+            body = await asyncio.to_thread(answer, key, start, end, fmt)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("traceback: cannot read the decision records in %s: %s", directory, exc)
+            return error(503, "the decision records cannot be read; see the proxy's log")
+        kind = "application/json" if fmt == "json" else "text/csv; charset=utf-8"
+        return Response(200, kind, body.encode())
 
     return handler

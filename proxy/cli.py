@@ -10,7 +10,7 @@ from typing import Any
 
 from blocklists import cli as blocklist_cli
 
-from . import explain_cli
+from . import explain_cli, records_cli
 from .config import Config, load_config
 from .config_table import ConfigError
 from .server import StartupError, serve
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("config")
     blocklist_cli.add_parser(sub)
     explain_cli.add_parser(sub)
+    records_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return blocklist_cli.run(args, cfg.blocklists.fp_rate)
     if args.command == "explain":
         return explain_cli.run(args, cfg)
+    if args.command in records_cli.COMMANDS:
+        return records_cli.run(args, cfg)
     if args.command == "check-config":
         print(f"{args.config}: ok")
         return 0

@@ -221,7 +221,7 @@ def peer_stats(
     peers: dict[str, PeerStats] = {}
     sql = (
         f"SELECT peer, count(*), sum({_FLAGGED}), sum(action = 'block'), "
-        "coalesce(attest, 'unsigned'), sum(verified LIKE '%Failed'), "
+        "coalesce(attest, 'unsigned'), coalesce(sum(verified LIKE '%Failed'), 0), "
         "CAST((ts - ?) / 86400 AS INTEGER) FROM calls WHERE ts >= ? AND ts < ? "
         "GROUP BY 1, 5, 7"
     )
@@ -337,7 +337,8 @@ def peer_rows(report: PeerReport) -> list[tuple[object, ...]]:
     out: list[tuple[object, ...]] = []
     for s in report.peers:
         mix = [round(s.share(s.attest.get(k, 0)), 4) for k in ATTEST_KINDS]
-        names = "; ".join(f"{c.prefix} ({c.calls} calls)" for c in s.campaigns)
+        names = "; ".join(f"{c.prefix} ({c.calls} calls from {iso(c.first_seen)[:10]})"
+                          for c in s.campaigns)  # fmt: skip
         flagged, blocked = round(s.share(s.flagged), 4), round(s.share(s.blocked), 4)
         failed = round(s.share(s.verify_failed), 4)
         out.append((s.peer, s.calls, flagged, blocked, *mix, failed, s.distinct_callers, names))
