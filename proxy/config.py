@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .cluster.settings import ClusterConfig, parse_cluster
 from .config_table import MODES, ConfigError, Table
 from .flood import FloodConfig, parse_flood
 from .peers import PeerConfig, parse_peers
@@ -164,6 +165,7 @@ class Config:
     peers: tuple[PeerConfig, ...] = ()
     stir: StirConfig = field(default_factory=StirConfig)
     flood: FloodConfig = field(default_factory=FloodConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def public_url(self) -> str:
@@ -206,6 +208,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         peers=parse_peers(root.data.pop("peers", None)),
         stir=parse_stir(root.sub("stir")),
         flood=parse_flood(root.sub("flood")),
+        cluster=parse_cluster(root.sub("cluster")),
     )
     root.done()
     if cfg.redress.url == PLACEHOLDER_REDRESS_URL and cfg.subscribers.enabled and cfg.admin.enabled:

@@ -26,6 +26,7 @@ from blocklists.slot import ArtefactSlot
 
 from .admin import AdminApi
 from .blocklist_loader import BlocklistLoader
+from .cluster.link import ClusterLink
 from .config import PLACEHOLDER_REDRESS_URL, Config, load_config
 from .config_table import ConfigError
 from .core import StatelessProxy
@@ -60,7 +61,7 @@ LAG_PROBE = 0.1
 # config sections a SIGHUP cannot apply: listeners, sockets and state built at start
 RESTART_SECTIONS = (
     *("sip", "switches", "routing", "admin", "log", "blocklists", "subscribers"),
-    *("peers", "stir", "flood"),
+    *("peers", "stir", "flood", "cluster"),
 )
 FOLLOW_INTERVAL = 1.0  # seconds between a sibling's looks at the subscriber store
 LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
@@ -129,6 +130,7 @@ class Worker:
         self._started = False
         self.draining: Drain | None = None  # set on SIGTERM, see drain()
         self.admin: AdminApi | None = None
+        self.cluster: ClusterLink | None = None  # [cluster], opened at start
 
     def dispatch(self, events: list[Event], received_at: float | None = None) -> None:
         for ev in events:
@@ -241,6 +243,8 @@ class Worker:
         self._tasks.append(loop.create_task(self._flush_verdicts()))
         self._tasks.append(loop.create_task(self._freeze_long_lived()))
         self._tasks.append(loop.create_task(self._watch_loop_lag()))
+        if self.cfg.cluster.enabled:
+            await self._start_cluster()
         if self.reputation is not None and not sip.record_route:
             log.warning(
                 "record_route is off: BYEs bypass the proxy, so reputation cannot see call "
@@ -457,6 +461,35 @@ class Worker:
             self.core.receive_message(ev.request, ev.source, now, waited=True), received_at
         )
 
+    async def _start_cluster(self) -> None:
+        """[cluster]: every worker shares its counters; the first worker
+        also carries subscriber changes (unless the store itself is shared)
+        and blocklist versions for the node."""
+        cfg = self.cfg
+        own_store = getattr(cfg.subscribers, "backend", "sqlite") == "sqlite"
+        carries = self.primary and self.subscribers is not None and own_store
+        lists = self.primary and bool(cfg.blocklists.dir)
+        slot = self.slot
+        link = self.cluster = ClusterLink(
+            cfg.cluster,
+            self.reputation,
+            worker=self.role.index if self.role is not None else None,
+            subscribers=self.subscribers if carries else None,
+            lists_version=(lambda: slot.current.version if slot.current else None)
+            if lists
+            else None,
+            reload_lists=self._cluster_reload_lists if lists else None,
+            cursor_file=Path(cfg.subscribers.data_dir) / "cluster-subscribers.cursor",
+        )
+        self.metrics.registry.register(link.collector())
+        await link.start()
+
+    async def _cluster_reload_lists(self) -> str | None:
+        """Another node loaded a different artefact: this node (and its
+        workers) load what its own artefact directory holds."""
+        await self._admin_reload_lists()
+        return self.slot.current.version if self.slot.current else None
+
     def _new_reputation(self, cfg: Config) -> ReputationEngine:
         engine = ReputationEngine(cfg.reputation, self.slot)
         engine.wall_offset = time.time() - time.monotonic()  # the edges pass monotonic time
@@ -484,6 +517,8 @@ class Worker:
         else:
             self.reputation.configure(new.reputation)
         self.core.reputation = self.reputation
+        if self.cluster is not None:
+            self.cluster.attach(self.reputation)
         applied = replace(
             self.cfg, screening=new.screening, redress=new.redress, reputation=new.reputation
         )
@@ -587,6 +622,8 @@ class Worker:
         if self.certs is not None:
             self.certs.close()
         self.verdicts.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self.subscribers is not None:
             self.subscribers.close()
         if self.kernel is not None:

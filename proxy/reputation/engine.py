@@ -67,7 +67,17 @@ class Assessment(NamedTuple):
 class _Call:
     """A call in progress, to attribute its outcome to the right keys."""
 
-    __slots__ = ("answered_at", "caller", "final", "invite", "peer", "range", "run", "source")
+    __slots__ = (
+        "answered_at",
+        "caller",
+        "final",
+        "invite",
+        "key",
+        "peer",
+        "range",
+        "run",
+        "source",
+    )
 
     def __init__(
         self,
@@ -77,8 +87,10 @@ class _Call:
         rng: Traffic | None,
         run: int,
         source: str,
+        key: int | None,
     ) -> None:
         self.invite = invite
+        self.key = key  # the caller's, for [cluster] outcome sharing
         self.source = source
         self.caller = caller
         self.peer = peer
@@ -104,6 +116,9 @@ class ReputationEngine:
         # `now` is whatever clock the caller uses (the proxy: monotonic);
         # adding this gives Unix time, which complaint ages are counted in
         self.wall_offset = 0.0
+        # [cluster]: what this node saw, for the other nodes; None when alone.
+        # (now, caller key, callee key, kind): kind as in cluster/journal.py
+        self.journal: list[tuple[float, int, int | None, int]] | None = None
         self.configure(cfg)
 
     def configure(self, cfg: ReputationConfig) -> None:
@@ -158,7 +173,10 @@ class ReputationEngine:
             rng = self.ranges.touch(key // 1000, now)
             rng.call(now, key)
         calls.pop(cid, None)  # a reused Call-ID: outcomes belong to the newest call
-        calls[cid] = _Call(call.method == "INVITE", caller, peer, rng, run, call.source)
+        calls[cid] = _Call(call.method == "INVITE", caller, peer, rng, run, call.source, key)
+        journal = self.journal
+        if journal is not None and key is not None:
+            journal.append((now, key, callee, 0))
         if len(calls) > self.max_calls:
             calls.popitem(last=False)  # the oldest call; its outcome goes uncounted
         return True
@@ -181,6 +199,8 @@ class ReputationEngine:
         for t in (rec.caller, rec.peer, rec.range):
             if t is not None:
                 t.final(now, answered)
+        if self.journal is not None and rec.key is not None:
+            self.journal.append((now, rec.key, None, 2 if answered else 1))  # ANSWERED, FINAL
         if answered:
             rec.answered_at = now
         else:
@@ -200,6 +220,8 @@ class ReputationEngine:
         for t in (rec.caller, rec.peer, rec.range):
             if t is not None:
                 t.ended(now, short)
+        if self.journal is not None and rec.key is not None:
+            self.journal.append((now, rec.key, None, 4 if short else 3))  # SHORT, ENDED
         return rec.source, duration
 
     def tracking(self, call_id: str) -> bool:

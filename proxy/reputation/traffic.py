@@ -130,6 +130,39 @@ class Traffic:
         if short:
             self.short_cur += 1
 
+    def merge(self, now: float, calls: int, fan: int, outcomes: tuple[int, int, int, int]) -> None:
+        """Counts another node saw at ``now`` ([cluster]): added to the
+        bucket they belong in; a bucket already rolled out of the window is
+        skipped. ``outcomes`` is (finals, answered, ended, short)."""
+        s = int(now)
+        if s > self.sec:
+            self._roll(s)
+        if s == self.sec:
+            self.s_cur += calls
+        elif s == self.sec - 1:
+            self.s_prev += calls
+        m = s // 60
+        if m == self.minute:
+            self.m_cur += calls
+        elif m == self.minute - 1:
+            self.m_prev += calls
+        fin, ans, end, short = outcomes
+        h = m // 60
+        if h == self.hour:
+            self.h_cur += calls
+            self.fan_cur |= fan
+            self.fin_cur += fin
+            self.ans_cur += ans
+            self.end_cur += end
+            self.short_cur += short
+        elif h == self.hour - 1:
+            self.h_prev += calls
+            self.fan_prev |= fan
+            self.fin_prev += fin
+            self.ans_prev += ans
+            self.end_prev += end
+            self.short_prev += short
+
     # -- figures ---------------------------------------------------------
 
     def busy(self, n: int) -> bool:

@@ -1,0 +1,26 @@
+"""Redis key names. Each is one stream, and every command the link sends
+touches one key, so nothing spans hash slots; the ``{...}`` hash tag keeps a
+stream's key on one slot of a Redis Cluster, and the three streams on
+different slots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    traffic: str  # counter batches from every node
+    subscribers: str  # subscriber changes
+    blocklists: str  # artefact versions nodes loaded
+
+    @classmethod
+    def of(cls, prefix: str) -> Keys:
+        return cls(
+            traffic=f"{prefix}:{{traffic}}:rows",
+            subscribers=f"{prefix}:{{subscribers}}:changes",
+            blocklists=f"{prefix}:{{blocklists}}:versions",
+        )
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.traffic, self.subscribers, self.blocklists)

@@ -1,0 +1,467 @@
+"""The edge to Redis ([cluster]): the only code here that does network I/O.
+
+Three streams, each read and written by one-key commands (see keys.py):
+- counter rows (journal.py): pushed about once a second, read by every
+  other node and merged into its reputation counters;
+- subscriber changes: a node whose store is its own (SQLite) publishes what
+  its API wrote, and applies what the others publish;
+- blocklist versions: a node that loads an artefact says so, and the others
+  reload from their own artefact directory when theirs differs.
+
+Redis down is a state, not an error: screening goes on with local figures,
+rows wait in memory (bounded, compacted per minute) and are sent when Redis
+is back, so the counters reconcile; ``rs_cluster_degraded`` shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..reputation.engine import ReputationEngine
+from ..subscribers.model import InvalidField, Subscriber, parse_number
+from ..subscribers.service import SubscriberService, apply_changes
+from . import journal
+from .keys import Keys
+from .settings import ClusterConfig, redacted
+
+log = logging.getLogger("robocall_shield.cluster")
+
+CHUNK_ROWS = 5000  # rows per stream entry: a few hundred kB at most
+READ_COUNT = 200  # entries per read
+SUBSCRIBER_POLL = 0.2  # seconds between looks at the local audit trail
+SUBSCRIBER_STREAM_LEN = 1_000_000  # changes kept for nodes that were away
+BLOCKLIST_STREAM_LEN = 100
+STAMPS = 100_000  # subscriber numbers whose last change time is remembered
+RETRY = 0.5  # seconds before trying Redis again
+
+ReloadLists = Callable[[], Awaitable[str | None]]  # reload; the version now loaded
+
+
+class ClusterLink:
+    def __init__(
+        self,
+        cfg: ClusterConfig,
+        engine: ReputationEngine | None,
+        *,
+        worker: int | None = None,
+        subscribers: SubscriberService | None = None,
+        lists_version: Callable[[], str | None] | None = None,
+        reload_lists: ReloadLists | None = None,
+        cursor_file: Path | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.keys = Keys.of(cfg.prefix)
+        self.node = cfg.node_name if worker is None else f"{cfg.node_name}/{worker}"
+        # this process: a restarted node reads what its previous life sent
+        self.me = f"{self.node}#{secrets.token_hex(3)}"
+        self.engine: ReputationEngine | None = None
+        self.attach(engine)
+        self.subscribers = subscribers
+        self.lists_version = lists_version
+        self.reload_lists = reload_lists
+        self.cursor_file = cursor_file
+        self.redis: Any = None
+        self.pending: list[journal.Row] = []
+        self.degraded = False
+        self.down_since: float | None = None
+        self.last_sync = 0.0  # time.time() of the last successful push
+        self.sent_rows = self.received_rows = self.received_calls = 0
+        self.dropped_rows = self.bad_entries = self.errors = 0
+        self.published_changes = self.applied_changes = 0
+        self.lists_mismatch = False
+        self.announced: str | None = None
+        # number -> (wall time, node) of its newest change: last writer wins
+        self.stamps: OrderedDict[int, tuple[float, str]] = OrderedDict()
+        # number -> what this node last applied from another; not re-published
+        self.applied: OrderedDict[int, Subscriber | None] = OrderedDict()
+        self.audit_cursor = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- life -----------------------------------------------------------
+
+    def attach(self, engine: ReputationEngine | None) -> None:
+        """The engine whose counters are shared (a config reload may replace
+        or remove it)."""
+        if self.engine is not None and self.engine is not engine:
+            self.pending.extend(journal.drain(self.engine))
+            self.engine.journal = None
+        self.engine = engine
+        if engine is not None and engine.journal is None:
+            engine.journal = []
+
+    async def start(self) -> None:
+        self.redis = _client(self.cfg)
+        loop = asyncio.get_running_loop()
+        catch_up = f"{int((time.time() - self.cfg.catch_up_seconds) * 1000)}-0"
+        self._tasks.append(loop.create_task(self._push_loop()))
+        self._tasks.append(
+            loop.create_task(self._read_loop(self.keys.traffic, catch_up, self._on_rows))
+        )
+        if self.subscribers is not None:
+            self.audit_cursor = await self.subscribers.run(self.subscribers.store.last_change)
+            start = self._load_cursor() or "$"
+            self._tasks.append(loop.create_task(self._publish_subscribers()))
+            self._tasks.append(
+                loop.create_task(self._read_loop(self.keys.subscribers, start, self._on_change))
+            )
+        if self.lists_version is not None:
+            self._tasks.append(loop.create_task(self._lists_loop()))
+            self._tasks.append(loop.create_task(self._announce_loop()))
+        log.info("cluster: node %s on %s", self.node, redacted(self.cfg.redis_url))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.engine is not None:  # a last push, if Redis is there
+            self.pending.extend(journal.drain(self.engine))
+            try:
+                await asyncio.wait_for(self._send_pending(), self.cfg.timeout)
+            except Exception:  # stopping: what could not be sent is lost, and counted
+                self.dropped_rows += len(self.pending)
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    # -- state ----------------------------------------------------------
+
+    def _down(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        if not self.degraded:
+            self.degraded = True
+            self.down_since = time.time()
+            log.warning("cluster: Redis unavailable (%s: %s): screening on local state", what, exc)
+
+    def _up(self) -> None:
+        if self.degraded:
+            gone = time.time() - (self.down_since or time.time())
+            rows = len(self.pending)
+            log.info("cluster: Redis is back after %.1f s; sending %d rows", gone, rows)
+            self.degraded = False
+            self.down_since = None
+
+    # -- counters -------------------------------------------------------
+
+    async def _push_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.sync_interval)
+            if self.engine is not None:
+                self.pending.extend(journal.drain(self.engine))
+            self._bound_pending()
+            try:
+                if self.pending:
+                    await self._send_pending()
+                else:
+                    await self.redis.ping()  # so a quiet node knows Redis's state too
+            except Exception as exc:
+                self._down("push", exc)
+            else:
+                self.last_sync = time.time()
+                self._up()
+
+    def _bound_pending(self) -> None:
+        limit = self.cfg.max_pending_rows
+        if len(self.pending) <= limit:
+            return
+        self.pending = journal.compact(self.pending)
+        if len(self.pending) > limit:  # the oldest go first: they matter least
+            self.pending.sort(key=lambda row: row[1])
+            cut = len(self.pending) - limit
+            self.dropped_rows += cut
+            del self.pending[:cut]
+
+    async def _send_pending(self) -> None:
+        keep = int((time.time() - self.cfg.catch_up_seconds - 60) * 1000)
+        while self.pending:
+            chunk = self.pending[:CHUNK_ROWS]
+            await self.redis.xadd(
+                self.keys.traffic,
+                {"d": journal.encode(self.me, chunk)},
+                minid=keep,
+                approximate=True,
+            )
+            del self.pending[: len(chunk)]  # only what Redis took
+            self.sent_rows += len(chunk)
+
+    async def _on_rows(self, fields: dict[bytes, bytes]) -> None:
+        sender, rows = journal.decode(fields.get(b"d", b""))
+        if sender == self.me or self.engine is None:
+            return
+        self.received_rows += len(rows)
+        self.received_calls += journal.apply(self.engine, rows, time.monotonic())
+
+    # -- reading a stream -------------------------------------------------
+
+    async def _read_loop(
+        self, key: str, start: str, handle: Callable[[dict[bytes, bytes]], Awaitable[None]]
+    ) -> None:
+        last = start
+        block = int(min(1.0, self.cfg.timeout / 2) * 1000)
+        while True:
+            try:
+                answer = await self.redis.xread({key: last}, count=READ_COUNT, block=block)
+            except Exception as exc:
+                self._down(f"read {key}", exc)
+                await asyncio.sleep(RETRY)
+                continue
+            for _stream, entries in answer or ():
+                for entry_id, fields in entries:
+                    last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                    try:
+                        await handle(fields)
+                    except (ValueError, InvalidField) as exc:
+                        self.bad_entries += 1
+                        log.warning("cluster: skipped entry %s of %s: %s", last, key, exc)
+                    except Exception:  # a store that failed: this entry is lost, say so
+                        self.bad_entries += 1
+                        log.exception("cluster: applying entry %s of %s failed", last, key)
+                if key == self.keys.subscribers:
+                    self._save_cursor(last)
+
+    # -- subscribers ------------------------------------------------------
+
+    async def _publish_subscribers(self) -> None:
+        """What this node's store took since the last look, by its audit
+        trail: written through this node's API (or a bulk import)."""
+        service = self.subscribers
+        assert service is not None
+        store = service.store
+        while True:
+            await asyncio.sleep(SUBSCRIBER_POLL)
+            try:
+                seen, numbers = await service.run(store.changed_since, self.audit_cursor, 500)
+                for number in numbers:
+                    await self._publish(number, service.get(number))
+            except Exception as exc:  # the cursor stays: published when Redis is back
+                self._down("publish subscriber change", exc)
+                await asyncio.sleep(RETRY)
+                continue
+            self.audit_cursor = seen
+
+    async def _publish(self, number: int, sub: Subscriber | None) -> None:
+        if number in self.applied and self.applied[number] == sub:
+            return  # another node's change, applied here: not ours to repeat
+        at = time.time()
+        self._stamp(number, (at, self.node))
+        doc = {"from": self.me, "node": self.node, "at": at, "number": f"+{number}"}
+        doc["subscriber"] = sub.public() if sub is not None else None
+        await self.redis.xadd(
+            self.keys.subscribers,
+            {"d": json.dumps(doc).encode()},
+            maxlen=SUBSCRIBER_STREAM_LEN,
+            approximate=True,
+        )
+        self.published_changes += 1
+
+    async def _on_change(self, fields: dict[bytes, bytes]) -> None:
+        doc = json.loads(fields.get(b"d", b"null"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("at"), int | float):
+            raise ValueError("not a subscriber change")
+        if doc.get("from") == self.me:
+            return
+        number = parse_number(doc.get("number"))
+        stamp = (float(doc["at"]), str(doc.get("node")))
+        if number in self.stamps and self.stamps[number] >= stamp:
+            return  # this node holds a newer change: it wins everywhere
+        body = doc.get("subscriber")
+        new = None
+        if body is not None:
+            if not isinstance(body, dict):
+                raise ValueError("subscriber is not an object")
+            new = apply_changes(Subscriber(number), body)
+        service = self.subscribers
+        assert service is not None
+        actor = f"cluster:{stamp[1]}"[:64]
+        self._remember(number, new)
+        self._stamp(number, stamp)
+        if new is None:
+            await service.delete(number, actor)
+        else:
+            await service.put(new, actor)
+        self.applied_changes += 1
+
+    def _stamp(self, number: int, stamp: tuple[float, str]) -> None:
+        self.stamps[number] = stamp
+        self.stamps.move_to_end(number)
+        if len(self.stamps) > STAMPS:
+            self.stamps.popitem(last=False)
+
+    def _remember(self, number: int, sub: Subscriber | None) -> None:
+        self.applied[number] = sub
+        self.applied.move_to_end(number)
+        if len(self.applied) > STAMPS:
+            self.applied.popitem(last=False)
+
+    def _load_cursor(self) -> str | None:
+        if self.cursor_file is None:
+            return None
+        try:
+            text = self.cursor_file.read_text().strip()
+        except OSError:
+            return None
+        return text if _stream_id(text) else None
+
+    def _save_cursor(self, last: str) -> None:
+        if self.cursor_file is None or not _stream_id(last):
+            return
+        try:
+            tmp = self.cursor_file.with_suffix(".tmp")
+            tmp.write_text(last)
+            tmp.replace(self.cursor_file)
+        except OSError as exc:
+            log.warning("cluster: cannot save the subscriber cursor: %s", exc)
+
+    # -- blocklists -------------------------------------------------------
+
+    async def _lists_loop(self) -> None:
+        """Announce this node's artefact version; follow others' versions."""
+        assert self.lists_version is not None
+        last = "$"
+        try:  # only the newest announcement matters to a node starting now
+            newest = await self.redis.xrevrange(self.keys.blocklists, count=1)
+            if newest:
+                last = newest[0][0].decode()
+                await self._on_version(newest[0][1])
+        except Exception as exc:
+            self._down("read blocklist versions", exc)
+        await self._read_loop(self.keys.blocklists, last, self._on_version)
+
+    async def _announce_loop(self) -> None:
+        while True:
+            try:
+                await self.announce()
+            except Exception as exc:  # announced when Redis is back
+                self._down("announce blocklists", exc)
+            await asyncio.sleep(self.cfg.sync_interval)
+
+    async def announce(self) -> None:
+        """Called after this node loaded a new artefact (and at start)."""
+        assert self.lists_version is not None
+        version = self.lists_version()
+        if version is None or version == self.announced:
+            return
+        doc = {"from": self.me, "node": self.node, "version": version}
+        await self.redis.xadd(
+            self.keys.blocklists,
+            {"d": json.dumps(doc).encode()},
+            maxlen=BLOCKLIST_STREAM_LEN,
+            approximate=True,
+        )
+        self.announced = version
+
+    async def _on_version(self, fields: dict[bytes, bytes]) -> None:
+        assert self.lists_version is not None
+        doc = json.loads(fields.get(b"d", b"null"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("version"), str):
+            raise ValueError("not a blocklist announcement")
+        if doc.get("from") == self.me:
+            return
+        wanted = doc["version"]
+        if self.lists_version() == wanted:
+            self.lists_mismatch = False
+            return
+        now = await self.reload_lists() if self.reload_lists is not None else None
+        self.lists_mismatch = now != wanted
+        if self.lists_mismatch:
+            log.warning(
+                "cluster: node %s loaded blocklists %s; this node has %s (is the artefact "
+                "directory in sync?)", doc.get("node"), wanted, now,
+            )  # fmt: skip
+        else:
+            self.announced = now  # the same version: nothing new to announce
+
+    # -- metrics ----------------------------------------------------------
+
+    def collector(self) -> Collector:
+        return _ClusterCollector(self)
+
+
+def _client(cfg: ClusterConfig) -> Any:
+    password = None
+    if cfg.redis_password_file:
+        password = Path(cfg.redis_password_file).read_text().strip()
+    options: dict[str, Any] = {
+        "socket_timeout": cfg.timeout,
+        "socket_connect_timeout": cfg.timeout,
+        "health_check_interval": 5,
+    }
+    if password is not None:
+        options["password"] = password
+    if cfg.mode == "cluster":
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(cfg.redis_url, **options)
+    from redis.asyncio import Redis
+
+    return Redis.from_url(cfg.redis_url, **options)
+
+
+def _stream_id(text: str) -> bool:
+    ms, _, seq = text.partition("-")
+    return ms.isdigit() and seq.isdigit()
+
+
+class _ClusterCollector(Collector):
+    def __init__(self, link: ClusterLink) -> None:
+        self.link = link
+
+    def collect(self) -> Iterator[Metric]:
+        link = self.link
+        yield GaugeMetricFamily(
+            "rs_cluster_degraded",
+            "1 while Redis is unreachable: screening runs on this node's own state",
+            value=int(link.degraded),
+        )
+        yield GaugeMetricFamily(
+            "rs_cluster_pending_rows",
+            "Counter rows waiting to be sent to Redis",
+            value=len(link.pending),
+        )
+        yield GaugeMetricFamily(
+            "rs_cluster_last_sync_timestamp_seconds",
+            "When counters last reached Redis (Unix time; 0: never)",
+            value=link.last_sync,
+        )
+        yield GaugeMetricFamily(
+            "rs_cluster_blocklist_mismatch",
+            "1 when another node announced a blocklist version this node could not load",
+            value=int(link.lists_mismatch),
+        )
+        rows = CounterMetricFamily(
+            "rs_cluster_rows", "Counter rows exchanged with the other nodes", labels=["direction"]
+        )
+        rows.add_metric(["sent"], link.sent_rows)
+        rows.add_metric(["received"], link.received_rows)
+        rows.add_metric(["dropped"], link.dropped_rows)
+        yield rows
+        yield CounterMetricFamily(
+            "rs_cluster_remote_calls",
+            "Calls other nodes saw, merged into this node's counters",
+            value=link.received_calls,
+        )
+        changes = CounterMetricFamily(
+            "rs_cluster_subscriber_changes",
+            "Subscriber changes published to or applied from other nodes",
+            labels=["direction"],
+        )
+        changes.add_metric(["published"], link.published_changes)
+        changes.add_metric(["applied"], link.applied_changes)
+        yield changes
+        yield CounterMetricFamily(
+            "rs_cluster_errors", "Redis operations that failed", value=link.errors
+        )
+        yield CounterMetricFamily(
+            "rs_cluster_bad_entries",
+            "Stream entries skipped as unreadable or failed to apply",
+            value=link.bad_entries,
+        )

@@ -1,0 +1,147 @@
+"""[cluster] counter sharing, sans-I/O: what one node's engine journals,
+another node's engine merges, and the merged figures are the ones a single
+node would have computed from all the calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.cluster import journal
+from proxy.cluster.keys import Keys
+from proxy.cluster.settings import parse_cluster, redacted
+from proxy.config_table import ConfigError, Table
+from proxy.reputation.engine import ReputationEngine
+from proxy.reputation.settings import ReputationConfig
+from proxy.sip.identity import CallFacts
+
+CALLER = "12125550100"
+
+
+def facts(n: int, now: float, caller: str = CALLER) -> CallFacts:
+    callee = f"1646555{n:04d}"
+    return CallFacts(
+        method="INVITE", call_id=f"c{caller}-{n}", source="192.0.2.1:5060", caller=caller,
+        caller_key=int(caller), caller_display=None, asserted=False, anonymous=False,
+        privacy_id=False, callee=callee, callee_key=int(callee), emergency_urn=False,
+        identity=None, received=now,
+    )  # fmt: skip
+
+
+def engine(offset: float = 1_700_000_000.0) -> ReputationEngine:
+    e = ReputationEngine(ReputationConfig())
+    e.wall_offset = offset
+    e.journal = []  # what a ClusterLink does when it attaches
+    return e
+
+
+def explain(e: ReputationEngine, now: float) -> tuple[int, tuple[str, ...], float]:
+    a = e.assess_number(CALLER, int(CALLER), now)
+    t = e.callers.get(int(CALLER))
+    assert t is not None
+    return a.score, a.reasons, t.distinct(now)
+
+
+def test_a_campaign_split_over_two_nodes_scores_as_on_one_node() -> None:
+    single, a, b = engine(), engine(), engine(1_700_000_000.0 + 0.37)  # b's monotonic clock differs
+    for n in range(80):  # 80 distinct callees in 40 s
+        now = 100.0 + n * 0.5
+        single.record(facts(n, now))
+        node = a if n % 2 else b
+        node.record(facts(n, now - (0.37 if node is b else 0.0)))
+    rows_a, rows_b = journal.drain(a), journal.drain(b)
+    assert sum(r[2] for r in rows_a) == 40 and sum(r[2] for r in rows_b) == 40
+    assert journal.apply(a, journal.decode(journal.encode("b", rows_b))[1], 140.0) == 40
+    journal.apply(b, journal.decode(journal.encode("a", rows_a))[1], 140.0 - 0.37)
+    want = explain(single, 140.0)
+    assert want[0] > 0 and "fan-out" in want[1]  # the campaign is visible on one node
+    for node, now in ((a, 140.0), (b, 140.0 - 0.37)):
+        got = explain(node, now)
+        assert got[1] == want[1]
+        assert got[0] == pytest.approx(want[0], abs=2)
+        assert got[2] == pytest.approx(want[2], rel=0.02)  # the same distinct callees
+    t_single, t_a = single.callers.get(int(CALLER)), a.callers.get(int(CALLER))
+    assert t_single is not None and t_a is not None
+    assert t_a.calls(140.0)[2] == pytest.approx(t_single.calls(140.0)[2], abs=0.1)
+    rng = a.ranges.get(int(CALLER) // 1000)
+    assert rng is not None and rng.h_cur == 80
+
+
+def test_outcomes_travel_with_the_rows() -> None:
+    a, b = engine(), engine()
+    for n in range(10):
+        a.record(facts(n, 10.0 + n))
+        a.final(f"c{CALLER}-{n}", 200 if n < 4 else 486, 10.5 + n)
+    for n in range(4):
+        a.ended(f"c{CALLER}-{n}", 12.0 + n)  # answered 1.5 s before: short calls
+    journal.apply(b, journal.drain(a), 30.0)
+    t = b.callers.get(int(CALLER))
+    assert t is not None
+    assert (t.fin_cur, t.ans_cur, t.end_cur, t.short_cur) == (10, 4, 4, 4)
+
+
+def test_rows_older_than_the_window_are_skipped_not_misfiled() -> None:
+    a, b = engine(), engine()
+    a.record(facts(1, 10.0))
+    rows = journal.drain(a)
+    b.record(facts(2, 10.0 + 3 * 3600))  # b is hours further on
+    journal.apply(b, rows, 10.0 + 3 * 3600)
+    t = b.callers.get(int(CALLER))
+    assert t is not None and t.h_cur == 1 and t.h_prev == 0
+
+
+def test_compact_keeps_minute_and_hour_totals() -> None:
+    a = engine()
+    for n in range(120):
+        a.record(facts(n, 5.0 + n * 0.5))  # a minute's worth, spread over seconds
+    rows = journal.drain(a)
+    small = journal.compact(rows)
+    assert len(small) < len(rows)
+    assert sum(r[2] for r in small) == 120
+    fan = 0
+    for r in rows:
+        fan |= r[3]
+    merged = 0
+    for r in small:
+        merged |= r[3]
+    assert merged == fan
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        b'{"v": 2, "from": "x", "rows": []}',
+        b'{"v": 1, "rows": []}',
+        b'{"v": 1, "from": "x", "rows": [[1, 2, 3]]}',
+        b'{"v": 1, "from": "x", "rows": [[0, 1, 1, 0, 0, 0, 0, 0]]}',
+        b'{"v": 1, "from": "x", "rows": [[12125550100, 1, -1, 0, 0, 0, 0, 0]]}',
+        b'{"v": 1, "from": "x", "rows": [[12125550100, 1, 1, 1.5, 0, 0, 0, 0]]}',
+    ],
+)
+def test_a_bad_batch_is_refused_whole(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        journal.decode(data)
+
+
+def test_every_key_is_hash_tagged_and_on_its_own_slot() -> None:
+    keys = Keys.of("rs")
+    tags = set()
+    for key in keys.all():
+        assert key.count("{") == 1 and key.index("{") < key.index("}")
+        tags.add(key[key.index("{") + 1 : key.index("}")])
+    assert len(tags) == 3  # one stream per slot, no command needs two
+
+
+def test_cluster_config_errors_are_clear_and_passwords_stay_out() -> None:
+    with pytest.raises(ConfigError, match="redis_url"):
+        parse_cluster(Table({"redis_url": "http://x"}, "cluster"))
+    with pytest.raises(ConfigError, match="cluster.node"):
+        parse_cluster(Table({"node": "a b"}, "cluster"))
+    with pytest.raises(ConfigError, match="sync_interval"):
+        parse_cluster(Table({"sync_interval": 0}, "cluster"))
+    with pytest.raises(ConfigError) as err:
+        parse_cluster(Table({"redis_url": "http://u:s3cret@x"}, "cluster"))
+    assert "s3cret" not in str(err.value)
+    assert redacted("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    cfg = parse_cluster(Table({"enabled": True, "node": "proxy-a"}, "cluster"))
+    assert cfg.enabled and cfg.node_name == "proxy-a"

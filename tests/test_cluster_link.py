@@ -1,0 +1,193 @@
+"""The Redis edge of [cluster], against a real redis-server on loopback:
+counters merge across nodes, subscriber changes spread within a second,
+blocklist versions are followed, and Redis going away is survived and
+reconciled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from proxy.cluster.link import ClusterLink
+from proxy.cluster.settings import ClusterConfig
+from proxy.reputation.engine import ReputationEngine
+from proxy.reputation.settings import ReputationConfig
+from proxy.subscribers.model import Subscriber
+from proxy.subscribers.service import SubscriberService
+from tests.redis_server import RedisServer
+from tests.test_cluster_journal import CALLER, facts
+
+FAST = 0.2  # sync interval in these tests, seconds
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+def cfg(redis: RedisServer, node: str) -> ClusterConfig:
+    return ClusterConfig(
+        enabled=True, redis_url=redis.url, node=node, sync_interval=FAST, timeout=1.0
+    )
+
+
+def new_engine() -> ReputationEngine:
+    e = ReputationEngine(ReputationConfig())
+    e.wall_offset = time.time() - time.monotonic()
+    return e
+
+
+async def until(check: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {seconds} s")
+        await asyncio.sleep(0.05)
+
+
+def hour_calls(e: ReputationEngine) -> int:
+    t = e.callers.get(int(CALLER))
+    return 0 if t is None else t.h_cur + t.h_prev
+
+
+async def test_counters_merge_and_reconcile_after_redis_was_down(redis: RedisServer) -> None:
+    a_engine, b_engine = new_engine(), new_engine()
+    a = ClusterLink(cfg(redis, "a"), a_engine)
+    b = ClusterLink(cfg(redis, "b"), b_engine)
+    await a.start()
+    await b.start()
+    try:
+        for n in range(30):
+            a_engine.record(facts(n, time.monotonic()))
+        for n in range(30, 50):
+            b_engine.record(facts(n, time.monotonic()))
+        await until(lambda: hour_calls(a_engine) == 50 and hour_calls(b_engine) == 50)
+
+        redis.kill()  # mid-run: both go on alone
+        await until(lambda: a.degraded and b.degraded)
+        for n in range(50, 70):
+            a_engine.record(facts(n, time.monotonic()))
+        await asyncio.sleep(3 * FAST)
+        assert hour_calls(a_engine) == 70 and hour_calls(b_engine) == 50
+        assert a.pending  # kept for later, not lost
+
+        redis.start()  # the same address, empty
+        await until(lambda: not a.degraded and not b.degraded, 10)
+        await until(lambda: hour_calls(b_engine) == 70, 10)  # reconciled
+        assert hour_calls(a_engine) == 70  # its own calls are not counted twice
+        assert a.dropped_rows == 0 and a.errors > 0
+        text = b"".join(m.name.encode() for m in a.collector().collect())
+        assert b"rs_cluster_degraded" in text
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_node_that_starts_later_catches_up(redis: RedisServer) -> None:
+    a_engine = new_engine()
+    a = ClusterLink(cfg(redis, "a"), a_engine)
+    await a.start()
+    try:
+        for n in range(12):
+            a_engine.record(facts(n, time.monotonic()))
+        await until(lambda: a.sent_rows > 0)
+        late = new_engine()
+        c = ClusterLink(cfg(redis, "c"), late)
+        await c.start()
+        try:
+            await until(lambda: hour_calls(late) == 12)
+        finally:
+            await c.close()
+    finally:
+        await a.close()
+
+
+async def test_subscriber_changes_spread_within_a_second(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    sa = SubscriberService(tmp_path / "a" / "subscribers.sqlite3")
+    sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
+    a = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=tmp_path / "a.cursor")
+    b = ClusterLink(cfg(redis, "b"), None, subscribers=sb, cursor_file=tmp_path / "b.cursor")
+    await a.start()
+    await b.start()
+    number = 12125550142
+    try:
+        opted = Subscriber(number, opted_in=True, policy="block-all-suspected")
+        t0 = time.monotonic()
+        await sa.put(opted, "api")
+        await until(lambda: sb.get(number) == opted, 1.0)
+        assert time.monotonic() - t0 < 1.0
+        assert (await sb.audit(number))[0]["actor"] == "cluster:a"
+
+        await sb.put(Subscriber(number, opted_in=False), "api")  # b changes it back
+        await until(lambda: sa.get(number) == Subscriber(number, opted_in=False))
+        await sa.delete(number, "api")
+        await until(lambda: sb.get(number) is None)
+        await asyncio.sleep(5 * FAST)  # no echo brings anything back
+        assert sa.get(number) is None and sb.get(number) is None
+        assert a.published_changes == 2 and b.published_changes == 1
+        assert (tmp_path / "b.cursor").read_text().count("-") == 1
+    finally:
+        await a.close()
+        await b.close()
+        sa.close()
+        sb.close()
+
+
+async def test_a_junk_entry_is_skipped_and_counted(redis: RedisServer, tmp_path: Path) -> None:
+    sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
+    b = ClusterLink(cfg(redis, "b"), new_engine(), subscribers=sb)
+    await b.start()
+    try:
+        await asyncio.sleep(2 * FAST)
+        from redis.asyncio import Redis
+
+        r = Redis.from_url(redis.url)
+        await r.xadd(b.keys.traffic, {"d": b"junk"})
+        await r.xadd(b.keys.subscribers, {"d": b'{"at": 1, "number": "+1", "subscriber": null}'})
+        await r.aclose()
+        await until(lambda: b.bad_entries == 2)
+        assert not b.degraded
+    finally:
+        await b.close()
+        sb.close()
+
+
+async def test_blocklist_versions_are_followed(redis: RedisServer) -> None:
+    versions = {"a": "v1", "b": "v1"}
+    reloads: list[str] = []
+    disk_b = {"version": "v1"}  # what node b's artefact directory holds
+
+    async def reload_b() -> str | None:
+        reloads.append("b")
+        versions["b"] = disk_b["version"]
+        return versions["b"]
+
+    async def reload_a() -> str | None:
+        return versions["a"]
+
+    a = ClusterLink(cfg(redis, "a"), None, lists_version=lambda: versions["a"], reload_lists=reload_a)
+    b = ClusterLink(cfg(redis, "b"), None, lists_version=lambda: versions["b"], reload_lists=reload_b)
+    await a.start()
+    await b.start()
+    try:
+        await asyncio.sleep(3 * FAST)
+        assert reloads == []  # the same version everywhere: nothing to do
+        disk_b["version"] = "v2"
+        versions["a"] = "v2"  # a loaded v2
+        await until(lambda: versions["b"] == "v2")
+        assert not b.lists_mismatch
+        versions["a"] = "v3"  # b's directory was not updated
+        await until(lambda: b.lists_mismatch)
+        assert versions["b"] == "v2"
+    finally:
+        await a.close()
+        await b.close()
