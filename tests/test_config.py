@@ -161,3 +161,52 @@ def test_redress_contacts_that_are_fine() -> None:
         }
     )
     assert cfg.redress.tel == "+1-800-555-0100"
+
+
+@pytest.mark.parametrize(
+    ("subscribers", "key", "problem"),
+    [
+        ({"backend": "mysql"}, "subscribers.backend", "expected one of sqlite, postgresql"),
+        ({"backend": "postgresql"}, "subscribers.dsn", "needs a connection string"),
+        ({"backend": "postgresql", "dsn": "  "}, "subscribers.dsn", "needs a connection string"),
+        ({"dsn": "host=db"}, "subscribers.dsn", 'only for backend = "postgresql"'),
+        ({"dsn_file": "/etc/dsn"}, "subscribers.dsn_file", 'only for backend = "postgresql"'),
+        (
+            {"backend": "postgresql", "dsn": "host=db", "dsn_file": "/etc/dsn"},
+            "subscribers.dsn_file",
+            "not both",
+        ),
+        (
+            {"backend": "postgresql", "dsn": "host=db password=hunter2 port"},
+            "subscribers.dsn",
+            "not a valid libpq connection string",
+        ),
+        (
+            {"backend": "postgresql", "dsn_file": "/nonexistent/dsn"},
+            "subscribers.dsn_file",
+            "cannot read /nonexistent/dsn",
+        ),
+    ],
+)
+def test_subscriber_store_settings_are_checked(
+    subscribers: dict[str, object], key: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"subscribers": subscribers})
+    assert info.value.key == key and problem in info.value.problem, info.value
+    assert "hunter2" not in str(info.value)  # a connection string may hold a password
+
+
+def test_subscriber_store_on_postgresql(tmp_path: Path) -> None:
+    dsn = "host=db.example.net dbname=shield user=shield password=hunter2"
+    cfg = parse_config({"subscribers": {"backend": "postgresql", "dsn": dsn}}).subscribers
+    assert (cfg.backend, cfg.dsn, cfg.dsn_file) == ("postgresql", dsn, "")
+    assert "hunter2" not in repr(cfg)  # logged configs keep the password out
+    secret = tmp_path / "dsn"
+    secret.write_text("postgresql://shield@db.example.net/shield\n")
+    cfg = parse_config({"subscribers": {"backend": "postgresql", "dsn_file": str(secret)}})
+    assert cfg.subscribers.dsn_file == str(secret) and cfg.subscribers.dsn == ""
+    secret.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        parse_config({"subscribers": {"backend": "postgresql", "dsn_file": str(secret)}})
+    assert parse_config({}).subscribers.backend == "sqlite"

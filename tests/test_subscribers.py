@@ -1,7 +1,9 @@
-"""Subscribers without a network: the model, the SQLite store and its audit
-trail, the service (index, counts, CSV, disputes), self-service links, and
-the subscriber check on its own and in the real screening chain. The API,
-the pages and SIP on a live worker are in test_subscriber_api.py."""
+"""Subscribers without a network: the model, the store and its audit trail
+(each store test runs on SQLite and on PostgreSQL), the service (index,
+counts, CSV, disputes), self-service links, and the subscriber check on its
+own and in the real screening chain. The API, the pages and SIP on a live
+worker are in test_subscriber_api.py; what only several connections to one
+store show (nodes, lost connections, outages) is in test_store_backends.py."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from proxy.subscribers.model import (
 )
 from proxy.subscribers.service import SubscriberService, apply_changes, parse_csv
 from tests.conftest import make_config
+from tests.pg_server import BACKENDS, StorePlace, store_place
 from tests.sipmsg import request
 
 ALICE = 13125550187  # a subscriber
@@ -57,17 +60,23 @@ def call(caller: str = f"+{CALLER}", callee: int = ALICE, extra: tuple[str, ...]
     return call_facts(msg, "198.51.100.10", 1000.0)
 
 
+@pytest.fixture(params=BACKENDS)
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> StorePlace:
+    """The test's store: a SQLite file, or a PostgreSQL schema of its own."""
+    return store_place(request.param, tmp_path, request.config)
+
+
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[SubscriberService]:
-    svc = SubscriberService(tmp_path / "data" / "subscribers.sqlite3")
+async def service(place: StorePlace) -> AsyncIterator[SubscriberService]:
+    svc = place.open()
     yield svc
     svc.close()
 
 
-def reopen(svc: SubscriberService) -> SubscriberService:
-    """What a restart does: close the store, open a new service on the file."""
+def reopen(svc: SubscriberService, place: StorePlace) -> SubscriberService:
+    """What a restart does: close the store, open a new service on it."""
     svc.close()
-    return SubscriberService(svc.path)
+    return place.open()
 
 
 def recount(svc: SubscriberService) -> dict[str, int]:
@@ -179,7 +188,9 @@ def test_apply_changes_validates_every_field_by_name() -> None:
 # -- store, index and audit ---------------------------------------------------
 
 
-async def test_put_get_and_the_index_survive_a_restart(service: SubscriberService) -> None:
+async def test_put_get_and_the_index_survive_a_restart(
+    service: SubscriberService, place: StorePlace
+) -> None:
     alice = sub(
         ALICE,
         opted_in=True,
@@ -198,7 +209,7 @@ async def test_put_get_and_the_index_survive_a_restart(service: SubscriberServic
     before = dict(service.index)
     counts = service.by_policy()
 
-    service = reopen(service)
+    service = reopen(service, place)
     try:
         assert service.index == before
         assert service.get(ALICE) == alice and service.get(BOB) == bob
@@ -210,7 +221,9 @@ async def test_put_get_and_the_index_survive_a_restart(service: SubscriberServic
         service.close()
 
 
-async def test_audit_rows_name_who_when_old_and_new(service: SubscriberService) -> None:
+async def test_audit_rows_name_who_when_old_and_new(
+    service: SubscriberService, place: StorePlace
+) -> None:
     t0 = time.time()
     await service.put(sub(ALICE, allow=["+12125550142"]), "api:alice-portal")
     created = await service.audit(ALICE)
@@ -248,38 +261,60 @@ async def test_audit_rows_name_who_when_old_and_new(service: SubscriberService) 
         "block": ("", None, "api:cleanup"),
     }
     # the trail outlives the subscriber, and a restart
-    service = reopen(service)
+    service = reopen(service, place)
     try:
         assert len(await service.audit(ALICE)) == 12
     finally:
         service.close()
 
 
+def refuse_updates_of(place: StorePlace, number: int) -> type[Exception]:
+    """A trigger made by a second connection (an operator's sqlite3 or psql
+    shell) makes every later update of ``number`` fail inside the database;
+    returns the error the driver raises for it."""
+    if place.backend == "sqlite":
+        other = sqlite3.connect(place.path)
+        other.execute(
+            f"CREATE TRIGGER refuse BEFORE UPDATE ON subscribers WHEN NEW.number = {number} "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        other.commit()
+        other.close()
+        return sqlite3.IntegrityError
+    import psycopg
+
+    with psycopg.connect(place.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON subscribers FOR EACH ROW "
+            f"WHEN (NEW.number = {number}) EXECUTE FUNCTION refuse()"
+        )
+    return psycopg.errors.RaiseException
+
+
 async def test_a_failed_write_reaches_neither_index_nor_counts(
-    service: SubscriberService,
+    service: SubscriberService, place: StorePlace
 ) -> None:
     await service.put(sub(ALICE, opted_in=True), "api")
     counts = service.by_policy()
-    # a second connection, as an operator's sqlite3 shell would be, makes
-    # every later write of this number fail inside SQLite
-    other = sqlite3.connect(service.path)
-    other.execute(
-        f"CREATE TRIGGER refuse BEFORE UPDATE ON subscribers WHEN NEW.number = {ALICE} "
-        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
-    )
-    other.commit()
-    other.close()
-    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+    refused = refuse_updates_of(place, ALICE)
+    with pytest.raises(refused, match="refused"):
         await service.update(ALICE, {"policy": "block-all-suspected"}, "api")
     assert service.get(ALICE) == sub(ALICE, opted_in=True)
     assert service.by_policy() == counts
     assert len(await service.audit(ALICE)) == 5  # only the creation
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(refused):
         await service.import_csv(
             f"{HEADER}\n+{BOB},true,off,false,,\n+{ALICE},false,off,false,,\n", "csv"
         )
     assert service.get(BOB) is None and service.store.get(BOB) is None  # rolled back whole
     assert service.by_policy() == counts
+    # the store goes on working for everyone else
+    await service.put(sub(BOB, opted_in=True), "api")
+    assert service.store.get(BOB) == sub(BOB, opted_in=True)
 
 
 async def test_the_index_changes_only_after_the_write_committed(
@@ -300,8 +335,8 @@ async def test_the_index_changes_only_after_the_write_committed(
     assert service.get(ALICE) == sub(ALICE, opted_in=True, block=["+12125550166"])
 
 
-def test_put_many_is_one_transaction(tmp_path: Path) -> None:
-    svc = SubscriberService(tmp_path / "s.sqlite3")
+def test_put_many_is_one_transaction(place: StorePlace) -> None:
+    svc = place.open()
     try:
 
         def rows() -> Iterator[Subscriber]:
@@ -373,7 +408,9 @@ def test_csv_flags_blank_lines_and_repeated_numbers() -> None:
     ]
 
 
-async def test_csv_export_import_round_trip(service: SubscriberService, tmp_path: Path) -> None:
+async def test_csv_export_import_round_trip(
+    service: SubscriberService, place: StorePlace, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     originals = [
         sub(ALICE, opted_in=True, policy="block-high-confidence", reject_anonymous=True,
             allow=["+12125550142", "+1800*"], block=["+12125550166", "+1900*"]),
@@ -388,7 +425,7 @@ async def test_csv_export_import_round_trip(service: SubscriberService, tmp_path
     assert lines[1] == (
         f"+{ALICE},true,block-high-confidence,true,+12125550142 +1800*,+12125550166 +1900*"
     )
-    fresh = SubscriberService(tmp_path / "other.sqlite3")
+    fresh = store_place(place.backend, tmp_path / "other", request.config).open()
     try:
         assert await fresh.import_csv(exported, "csv") == (3, 0)
         assert fresh.index == service.index
@@ -406,7 +443,9 @@ async def test_csv_export_import_round_trip(service: SubscriberService, tmp_path
 # -- counts per policy -------------------------------------------------------
 
 
-async def test_counts_per_policy_follow_every_write(service: SubscriberService) -> None:
+async def test_counts_per_policy_follow_every_write(
+    service: SubscriberService, place: StorePlace
+) -> None:
     expected = dict.fromkeys(
         ["off", "label", "block-high-confidence", "block-all-suspected", "not-opted-in"], 0
     )
@@ -450,7 +489,7 @@ async def test_counts_per_policy_follow_every_write(service: SubscriberService) 
         "api",
     )
     await check(not_opted_in=1)  # allowing for a new number creates its record
-    service = reopen(service)
+    service = reopen(service, place)
     try:
         assert service.by_policy() == expected
     finally:
@@ -460,7 +499,9 @@ async def test_counts_per_policy_follow_every_write(service: SubscriberService) 
 # -- disputes ---------------------------------------------------------------
 
 
-async def test_dispute_allowed_for_everyone_is_persisted(service: SubscriberService) -> None:
+async def test_dispute_allowed_for_everyone_is_persisted(
+    service: SubscriberService, place: StorePlace
+) -> None:
     t = time.time()
     dispute = await service.file_dispute(
         SPAMMER, "ann@example.com", "I run a pharmacy", "10.0.0.1", t
@@ -487,7 +528,7 @@ async def test_dispute_allowed_for_everyone_is_persisted(service: SubscriberServ
     assert await service.resolve_dispute(dispute, "allow", ALICE, "", "api") is None
     assert service.get(ALICE) is None  # the refused resolution created nothing
     assert await service.resolve_dispute(999, "reject", None, "", "api") is None
-    service = reopen(service)
+    service = reopen(service, place)
     try:
         assert service.global_allow == {SPAMMER} and service.open == {}
     finally:
@@ -740,8 +781,8 @@ def test_reputation_blocks_only_for_opted_in_subscribers_with_a_block_policy(
     assert pipeline.screen(call(f"+{CALLER}", ALICE)).verdict.action is Action.PASS
 
 
-async def test_concurrent_edits_of_one_subscriber_both_land(tmp_path: Path) -> None:
-    service = SubscriberService(tmp_path / "s.sqlite3")
+async def test_concurrent_edits_of_one_subscriber_both_land(place: StorePlace) -> None:
+    service = place.open()
     try:
         await service.put(Subscriber(ALICE, opted_in=True), "api")
         await asyncio.gather(

@@ -5,11 +5,11 @@ in openapi.py describes exactly these routes."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from typing import Any
 
 from ..admin import AdminApi, Handler, Request, Response, error, json_response
+from .backend import RETRY_AFTER, StoreUnavailable
 from .disputes import STATUSES
 from .links import LinkSigner
 from .model import LISTS, MAX_LIST_ENTRIES, InvalidField, Subscriber, parse_entry, parse_number
@@ -18,7 +18,6 @@ from .service import SubscriberService, apply_changes
 
 log = logging.getLogger("robocall_shield")
 PREFIX = "/api/v1"
-RETRY_AFTER = "5"  # seconds, when the store is locked or the disk is full
 MAX_IMPORT_BYTES = 64 << 20
 MAX_CHANGES = 256 << 10
 
@@ -237,15 +236,16 @@ class SubscriberApi:
 
 
 def _store_faults(handler: Handler) -> Handler:
-    """A locked store, a full disk or an I/O error is the store's state,
-    not the request's fault nor a bug: 503 with Retry-After, so the portal
-    tries again. Nothing reached the in-memory index (it is updated only
-    after a commit), so screening goes on with what was committed."""
+    """A locked store, a full disk, an I/O error or an unreachable database
+    is the store's state, not the request's fault nor a bug: 503 with
+    Retry-After, so the portal tries again. Nothing reached the in-memory
+    index (it is updated only after a commit), so screening goes on with
+    what was committed."""
 
     async def guarded(req: Request) -> Response:
         try:
             return await handler(req)
-        except sqlite3.OperationalError as exc:
+        except StoreUnavailable as exc:
             log.error("subscriber store unavailable for %s %s: %s", req.method, req.path, exc)
             answer = error(503, f"the subscriber store is unavailable ({exc}); try again later")
             return Response(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from .store import guarded
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS disputes (
     id INTEGER PRIMARY KEY,
@@ -36,7 +38,7 @@ COLUMNS = (
 )
 
 
-def _row(r: tuple[object, ...]) -> dict[str, object]:
+def dispute_row(r: tuple[object, ...]) -> dict[str, object]:
     d = dict(zip([c.strip() for c in COLUMNS.split(",")], r, strict=True))
     d["number"] = f"+{d['number']}"
     return d
@@ -47,6 +49,7 @@ class DisputeStore:
         self.db = db
         db.executescript(SCHEMA)
 
+    @guarded
     def file(self, number: int, contact: str, description: str, source: str, now: float) -> int:
         cur = self.db.execute(
             "INSERT INTO disputes (filed_at, number, contact, description, source) "
@@ -55,11 +58,13 @@ class DisputeStore:
         )
         return int(cur.lastrowid or 0)
 
+    @guarded
     def get(self, dispute_id: int) -> dict[str, object] | None:
         r = self.db.execute(f"SELECT {COLUMNS} FROM disputes WHERE id = ?", (dispute_id,))
         row = r.fetchone()
-        return _row(row) if row else None
+        return dispute_row(row) if row else None
 
+    @guarded
     def list(self, status: str | None, limit: int = 500) -> list[dict[str, object]]:
         if status is None:
             rows = self.db.execute(
@@ -70,8 +75,9 @@ class DisputeStore:
                 f"SELECT {COLUMNS} FROM disputes WHERE status = ? ORDER BY id LIMIT ?",
                 (status, limit),
             )
-        return [_row(r) for r in rows]
+        return [dispute_row(r) for r in rows]
 
+    @guarded
     def resolve(
         self, dispute_id: int, status: str, scope: str | None, note: str, actor: str, now: float
     ) -> dict[str, object] | None:
@@ -98,9 +104,11 @@ class DisputeStore:
             raise
         return self.get(dispute_id) if cur.rowcount == 1 else None
 
+    @guarded
     def global_allow(self) -> set[int]:
         return {n for (n,) in self.db.execute("SELECT number FROM global_allow")}
 
+    @guarded
     def filed_since(self, source: str, since: float) -> int:
         return int(
             self.db.execute(

@@ -4,15 +4,18 @@ forms, no JavaScript; every value shown is escaped."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from html import escape
 
-from ..admin import AdminApi, Request, Response
+from ..admin import AdminApi, Handler, Request, Response
+from .backend import RETRY_AFTER, StoreUnavailable
 from .links import BadLink, LinkSigner
 from .model import POLICIES, InvalidField, Subscriber, parse_number
 from .service import SubscriberService, apply_changes
 
+log = logging.getLogger("robocall_shield")
 MAX_CONTACT, MAX_DESCRIPTION = 200, 2000
 MAX_FORM = 16384
 STYLE = (
@@ -72,12 +75,13 @@ class Pages:
         self.limit = RateLimit(disputes_per_hour, 3600, disputes_per_hour * 100)
 
     def register(self, api: AdminApi) -> None:
-        api.add_route("GET", "/redress", self.redress_form, auth=False)
-        api.add_route("POST", "/redress", self.redress_submit, auth=False, max_body=MAX_FORM)
-        api.add_route("GET", "/self-service", self.self_service_form, auth=False)
-        api.add_route(
-            "POST", "/self-service", self.self_service_submit, auth=False, max_body=MAX_FORM
-        )
+        def add(method: str, path: str, handler: Handler, **kw: int) -> None:
+            api.add_route(method, path, _store_faults(handler), auth=False, **kw)
+
+        add("GET", "/redress", self.redress_form)
+        add("POST", "/redress", self.redress_submit, max_body=MAX_FORM)
+        add("GET", "/self-service", self.self_service_form)
+        add("POST", "/self-service", self.self_service_submit, max_body=MAX_FORM)
 
     # -- redress ---------------------------------------------------------
 
@@ -186,6 +190,30 @@ class Pages:
             f"<p><button type=submit id=save>Save</button></p></form>"
         )
         return page("Robocall blocking", body, status)
+
+
+def _store_faults(handler: Handler) -> Handler:
+    """The store unavailable (locked, full, unreachable): a page saying so,
+    503 with Retry-After, rather than an internal error. Nothing was saved;
+    the page does not show the store's own words to the public."""
+
+    async def guarded(req: Request) -> Response:
+        try:
+            return await handler(req)
+        except StoreUnavailable as exc:
+            log.error("subscriber store unavailable for %s %s: %s", req.method, req.path, exc)
+            answer = page(
+                "Please try again later",
+                "<p class=error id=unavailable>We cannot take your request right now; nothing "
+                "was saved. Please try again in a few minutes.</p>",
+                503,
+            )
+            return Response(
+                answer.status, answer.content_type, answer.body,
+                (*answer.headers, ("Retry-After", RETRY_AFTER)),
+            )  # fmt: skip
+
+    return guarded
 
 
 _POLICY_TEXT = {

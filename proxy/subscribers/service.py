@@ -1,12 +1,14 @@
 """The subscriber service on the event loop: an in-memory index the
-screening check reads, and writes that go to SQLite on one worker thread
-first and reach the index only once committed."""
+screening check reads, and writes that go to the store (SQLite, or
+PostgreSQL shared by several nodes) on one worker thread first and reach
+the index only once committed."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 import io
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .disputes import DisputeStore
+from .backend import SQLITE_FILE, Backend, StoreUnavailable, read_dsn, redact, sqlite_backend
 from .model import (
     LISTS,
     MAX_LIST_ENTRIES,
@@ -27,7 +29,8 @@ from .model import (
     parse_entry,
     parse_number,
 )
-from .store import SubscriberStore, connect
+from .settings import SubscriberConfig
+from .store import connect
 
 T = TypeVar("T")
 CSV_COLUMNS = ("number", "opted_in", "policy", "reject_anonymous", "allow", "block")
@@ -36,11 +39,42 @@ FOLLOW_BATCH = 20_000  # audit rows per follow(); a big import is taken in over 
 
 
 class SubscriberService:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = connect(path)
-        self.store = SubscriberStore(self.db)
-        self.disputes = DisputeStore(self.db)
+    def __init__(self, where: Path | Backend) -> None:
+        """``where``: the SQLite file, or an open store (see ``from_config``)."""
+        self.path: Path | None = None  # the SQLite file
+        self.db: sqlite3.Connection | None = None  # SQLite's connection
+        if isinstance(where, Path):
+            self.path, self.db = where, connect(where)
+            try:
+                where = sqlite_backend(self.db, where)
+            except BaseException:
+                self.db.close()
+                raise
+        self.backend = where
+        try:
+            self._load()
+        except BaseException:
+            where.close()
+            raise
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="subscriber-store")
+        self.editing = asyncio.Lock()  # one read-modify-write of a subscriber at a time
+
+    @classmethod
+    def from_config(cls, cfg: SubscriberConfig) -> SubscriberService:
+        """The store ``[subscribers] backend`` names. StoreUnavailable (or
+        sqlite3.Error) when it cannot be opened."""
+        if cfg.backend == "postgresql":
+            from .pg_store import open_postgresql
+
+            return cls(open_postgresql(read_dsn(cfg)))
+        return cls(Path(cfg.data_dir) / SQLITE_FILE)
+
+    def _load(self) -> None:
+        self.store = self.backend.store
+        self.disputes = self.backend.disputes
+        # where follow() starts: read before the index, so a change committed
+        # in between is read again rather than missed
+        self.seen_change = self.store.last_change()
         self.index: dict[int, Profile] = self.store.load_all()
         self.counts = Counter(_bucket(p) for p in self.index.values())  # kept per write
         # callers allowed for everyone after a dispute: read by the screening check
@@ -49,13 +83,21 @@ class SubscriberService:
         self.open: dict[int, float] = {
             int(str(d["id"])): float(str(d["filed_at"])) for d in self.disputes.list("open", 10**9)
         }
-        self.seen_change = self.store.last_change()  # see follow()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="subscriber-store")
-        self.editing = asyncio.Lock()  # one read-modify-write of a subscriber at a time
+
+    @property
+    def where(self) -> str:
+        """The store, for messages: a file, or a connection string without its password."""
+        return f"{self.backend.name} {self.backend.where}"
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking store call on the store's own thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        """Run a blocking store call on the store's own thread. A store that
+        cannot take it raises StoreUnavailable."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        except StoreUnavailable:
+            raise
+        except self.backend.transient as exc:  # a driver's error a store call let through
+            raise StoreUnavailable(redact(str(exc))) from exc
 
     _run = run
 
@@ -157,8 +199,8 @@ class SubscriberService:
         the store since the last call, by its audit trail: the index and the
         global allow list. Returns how many subscribers changed."""
         seen, numbers = await self.run(self.store.changed_since, self.seen_change, FOLLOW_BATCH)
-        fresh = await self.run(lambda: [(n, self.store.get(n)) for n in numbers])
-        for number, sub in fresh:  # applied on the loop, between two calls
+        fresh = await self.run(self.store.get_many, numbers)
+        for number, sub in fresh.items():  # applied on the loop, between two calls
             if sub is None:
                 gone = self.index.pop(number, None)
                 if gone is not None:
@@ -182,7 +224,7 @@ class SubscriberService:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
-        self.db.close()
+        self.backend.close()
 
 
 def _format_csv(items: list[tuple[int, Profile]]) -> str:

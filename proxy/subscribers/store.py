@@ -7,10 +7,13 @@ event loop and never per INVITE. Every change writes an audit row per field
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
+from .backend import StoreUnavailable
 from .model import EMPTY, LISTS, PersonalList, Profile, Subscriber, build_list, profile_of
 
 SCHEMA = """
@@ -40,6 +43,28 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_number ON audit (number, at);
 """
 FIELDS = ("opted_in", "policy", "reject_anonymous", "allow", "block")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class SqliteUnavailable(StoreUnavailable, sqlite3.OperationalError):
+    """Locked, full, an I/O error. Still an OperationalError, so code that
+    was written for SQLite alone catches it as before."""
+
+
+def guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """SQLite's OperationalError out of a store call as SqliteUnavailable."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except SqliteUnavailable:
+            raise
+        except sqlite3.OperationalError as exc:
+            raise SqliteUnavailable(str(exc)) from exc
+
+    return call
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -52,7 +77,8 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _text(sub: Subscriber | None, field: str) -> str | None:
+def field_text(sub: Subscriber | None, field: str) -> str | None:
+    """A field as the audit trail writes it (None: no subscriber)."""
     if sub is None:
         return None
     value = getattr(sub, field)
@@ -68,6 +94,7 @@ class SubscriberStore:
         self.db = db
         db.executescript(SCHEMA)
 
+    @guarded
     def load_all(self) -> dict[int, Profile]:
         """Every subscriber's profile, for the in-memory index (start-up)."""
         lists: dict[tuple[int, str], list[str]] = {}
@@ -94,10 +121,12 @@ class SubscriberStore:
             out[number] = p
         return out
 
+    @guarded
     def last_change(self) -> int:
         """The newest audit row: where a reader of later changes starts."""
         return int(self.db.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone()[0])
 
+    @guarded
     def changed_since(self, after: int, limit: int) -> tuple[int, list[int]]:
         """Numbers changed after audit row ``after`` (at most ``limit`` rows
         read), and the last row read."""
@@ -106,6 +135,7 @@ class SubscriberStore:
         ).fetchall()
         return (rows[-1][0] if rows else after), list(dict.fromkeys(n for _, n in rows))
 
+    @guarded
     def get(self, number: int) -> Subscriber | None:
         row = self.db.execute(
             "SELECT opted_in, policy, reject_anonymous FROM subscribers WHERE number = ?",
@@ -127,6 +157,11 @@ class SubscriberStore:
             build_list(lists["block"]),
         )
 
+    @guarded
+    def get_many(self, numbers: list[int]) -> dict[int, Subscriber | None]:
+        return {n: self.get(n) for n in numbers}
+
+    @guarded
     def put(self, new: Subscriber, actor: str, now: float) -> Subscriber | None:
         """Create or replace; returns the previous value."""
         with self._transaction():
@@ -134,6 +169,7 @@ class SubscriberStore:
             self._write(old, new, actor, now)
         return old
 
+    @guarded
     def put_many(self, subs: Iterable[Subscriber], actor: str, now: float) -> tuple[int, int]:
         """A bulk import in one transaction: all rows or none. (created, updated)."""
         created = updated = 0
@@ -147,6 +183,7 @@ class SubscriberStore:
                 self._write(old, new, actor, now)
         return created, updated
 
+    @guarded
     def delete(self, number: int, actor: str, now: float) -> Subscriber | None:
         with self._transaction():
             old = self.get(number)
@@ -155,6 +192,7 @@ class SubscriberStore:
                 self._audit(number, old, None, actor, now)
         return old
 
+    @guarded
     def audit(self, number: int, limit: int = 100) -> list[dict[str, object]]:
         rows = self.db.execute(
             "SELECT at, actor, field, old, new FROM audit WHERE number = ? "
@@ -166,6 +204,7 @@ class SubscriberStore:
             for at, actor, field, old, new in rows
         ]
 
+    @guarded
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM subscribers").fetchone()[0])
 
@@ -196,9 +235,9 @@ class SubscriberStore:
         self, number: int, old: Subscriber | None, new: Subscriber | None, actor: str, now: float
     ) -> None:
         rows = [
-            (now, actor, number, field, _text(old, field), _text(new, field))
+            (now, actor, number, field, field_text(old, field), field_text(new, field))
             for field in FIELDS
-            if _text(old, field) != _text(new, field)
+            if field_text(old, field) != field_text(new, field)
         ]
         self.db.executemany(
             "INSERT INTO audit (at, actor, number, field, old, new) VALUES (?, ?, ?, ?, ?, ?)",

@@ -1,0 +1,344 @@
+"""The subscriber and dispute stores on PostgreSQL: one database shared by
+several nodes. Same methods and meaning as the SQLite stores (store.py,
+disputes.py): audit rows in the change's own transaction, bulk imports all
+or nothing, the global allow list, disputes resolved once.
+
+Following changes (``changed_since``): audit ids come from a bigserial, and
+a sequence hands out ids when a transaction asks, not when it commits, so
+two writers could commit ids out of order and a follower reading "after 7"
+could pass over an 8 committed a moment after 9. Every writing transaction
+therefore takes one advisory lock (AUDIT_LOCK) before its first statement
+and holds it to its commit: writers take ids one transaction at a time, in
+commit order, so the ids a reader can see have no later-filling holes. Rows
+of a rolled-back transaction leave gaps that stay gaps. The cost is that
+subscriber writes are serialised across nodes, as SQLite serialises them
+across workers (BEGIN IMMEDIATE); they are operator and subscriber edits,
+not per-call work. A writer waiting over lock_timeout (5 s, say behind a
+big import) gets StoreUnavailable, as SQLite's busy timeout gives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .backend import Backend
+from .disputes import COLUMNS, dispute_row
+from .model import EMPTY, LISTS, Profile, Subscriber, build_list, profile_of
+from .pg_db import LOCK_TIMEOUT, UNAVAILABLE, Conn, PgDatabase
+from .store import FIELDS, field_text
+
+AUDIT_LOCK = 0x7273_6175_6469_7400  # pg_advisory_xact_lock key: "rsaudit"
+SCHEMA_LOCK = 0x7273_7363_6865_6D61  # "rsschema": nodes starting together
+IMPORT_CHUNK = 2000  # subscribers read and written per round of a bulk import
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscribers (
+    number bigint PRIMARY KEY,
+    opted_in boolean NOT NULL,
+    policy text NOT NULL,
+    reject_anonymous boolean NOT NULL,
+    created_at double precision NOT NULL,
+    updated_at double precision NOT NULL
+);
+CREATE TABLE IF NOT EXISTS list_entries (
+    number bigint NOT NULL REFERENCES subscribers (number) ON DELETE CASCADE,
+    list text NOT NULL CHECK (list IN ('allow', 'block')),
+    entry text NOT NULL,
+    PRIMARY KEY (number, list, entry)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id bigserial PRIMARY KEY,
+    at double precision NOT NULL,
+    actor text NOT NULL,
+    number bigint NOT NULL,
+    field text NOT NULL,
+    old text,
+    new text
+);
+CREATE INDEX IF NOT EXISTS audit_number ON audit (number, at);
+CREATE TABLE IF NOT EXISTS disputes (
+    id bigserial PRIMARY KEY,
+    filed_at double precision NOT NULL,
+    number bigint NOT NULL,
+    contact text NOT NULL,
+    description text NOT NULL,
+    source text NOT NULL,
+    status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'allowed', 'rejected')),
+    resolved_at double precision,
+    resolved_by text,
+    scope text,
+    note text
+);
+CREATE INDEX IF NOT EXISTS disputes_status ON disputes (status, filed_at);
+CREATE INDEX IF NOT EXISTS disputes_source ON disputes (source, filed_at);
+CREATE TABLE IF NOT EXISTS global_allow (
+    number bigint PRIMARY KEY,
+    added_at double precision NOT NULL,
+    added_by text NOT NULL,
+    dispute bigint
+);
+"""
+
+
+def open_postgresql(dsn: str, lock_timeout: int = LOCK_TIMEOUT) -> Backend:
+    """Connect and create the tables if missing: StoreUnavailable when the
+    server cannot be reached. ``lock_timeout``: ms a write waits for a lock."""
+    db = PgDatabase(dsn, lock_timeout)
+    try:
+        db.write(lambda c: c.execute(SCHEMA), lock=SCHEMA_LOCK)
+        return Backend(
+            "postgresql", db.where, PgSubscriberStore(db), PgDisputeStore(db), db.close,
+            UNAVAILABLE,
+        )  # fmt: skip
+    except BaseException:
+        db.close()
+        raise
+
+
+class PgSubscriberStore:
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+
+    def load_all(self) -> dict[int, Profile]:
+        """Every subscriber's profile, from one snapshot."""
+        return self.db.read(_load_all, snapshot=True)
+
+    def last_change(self) -> int:
+        row = self.db.read(lambda c: c.execute("SELECT coalesce(max(id), 0) FROM audit").fetchone())
+        return int(row[0]) if row else 0
+
+    def changed_since(self, after: int, limit: int) -> tuple[int, list[int]]:
+        """See SubscriberStoreApi.changed_since; AUDIT_LOCK (above) is what
+        makes the ids commit in order."""
+        rows = self.db.read(
+            lambda c: c.execute(
+                "SELECT id, number FROM audit WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
+            ).fetchall()
+        )
+        return (int(rows[-1][0]) if rows else after), list(dict.fromkeys(int(n) for _, n in rows))
+
+    def get(self, number: int) -> Subscriber | None:
+        return self.get_many([number])[number]
+
+    def get_many(self, numbers: list[int]) -> dict[int, Subscriber | None]:
+        return self.db.read(lambda c: _get_many(c, numbers))
+
+    def put(self, new: Subscriber, actor: str, now: float) -> Subscriber | None:
+        """Create or replace; returns the previous value."""
+
+        def work(c: Conn) -> Subscriber | None:
+            old = _get_many(c, [new.number])[new.number]
+            _write(c, old, new, actor, now)
+            return old
+
+        return self.db.write(work, lock=AUDIT_LOCK)
+
+    def put_many(self, subs: Iterable[Subscriber], actor: str, now: float) -> tuple[int, int]:
+        """A bulk import in one transaction: all rows or none. (created, updated)."""
+        todo = list(subs)  # read whole first: a connection lost at once retries from the start
+
+        def work(c: Conn) -> tuple[int, int]:
+            created = updated = 0
+            for start in range(0, len(todo), IMPORT_CHUNK):
+                chunk = todo[start : start + IMPORT_CHUNK]
+                current = _get_many(c, list({s.number for s in chunk}))
+                with c.pipeline():  # the chunk's statements go without a wait for each
+                    for new in chunk:
+                        old = current[new.number]  # a number twice: its earlier row is old
+                        if old is None:
+                            created += 1
+                        elif old != new:
+                            updated += 1
+                        _write(c, old, new, actor, now)
+                        current[new.number] = new
+            return created, updated
+
+        return self.db.write(work, lock=AUDIT_LOCK)
+
+    def delete(self, number: int, actor: str, now: float) -> Subscriber | None:
+        def work(c: Conn) -> Subscriber | None:
+            old = _get_many(c, [number])[number]
+            if old is not None:
+                c.execute("DELETE FROM subscribers WHERE number = %s", (number,))
+                _audit(c, number, old, None, actor, now)
+            return old
+
+        return self.db.write(work, lock=AUDIT_LOCK)
+
+    def audit(self, number: int, limit: int = 100) -> list[dict[str, object]]:
+        rows = self.db.read(
+            lambda c: c.execute(
+                "SELECT at, actor, field, old, new FROM audit WHERE number = %s "
+                "ORDER BY id DESC LIMIT %s",
+                (number, limit),
+            ).fetchall()
+        )
+        return [
+            {"at": at, "actor": actor, "field": field, "old": old, "new": new}
+            for at, actor, field, old, new in rows
+        ]
+
+    def count(self) -> int:
+        row = self.db.read(lambda c: c.execute("SELECT count(*) FROM subscribers").fetchone())
+        return int(row[0]) if row else 0
+
+
+class PgDisputeStore:
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+
+    def file(self, number: int, contact: str, description: str, source: str, now: float) -> int:
+        row = self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO disputes (filed_at, number, contact, description, source) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (now, number, contact, description, source),
+            ).fetchone()
+        )
+        assert row is not None  # INSERT ... RETURNING gives its row
+        return int(row[0])
+
+    def get(self, dispute_id: int) -> dict[str, object] | None:
+        return self.db.read(lambda c: _dispute(c, dispute_id))
+
+    def list(self, status: str | None, limit: int = 500) -> list[dict[str, object]]:
+        if status is None:
+            query = f"SELECT {COLUMNS} FROM disputes ORDER BY id DESC LIMIT %s"
+            args: tuple[Any, ...] = (limit,)
+        else:
+            query = f"SELECT {COLUMNS} FROM disputes WHERE status = %s ORDER BY id LIMIT %s"
+            args = (status, limit)
+        rows = self.db.read(lambda c: c.execute(query, args).fetchall())
+        return [dispute_row(r) for r in rows]
+
+    def resolve(
+        self, dispute_id: int, status: str, scope: str | None, note: str, actor: str, now: float
+    ) -> dict[str, object] | None:
+        """Close an open dispute; None when it is not open (or not there).
+        Two nodes resolving it at once: the second waits for the first's
+        row lock, then finds it no longer open."""
+
+        def work(c: Conn) -> dict[str, object] | None:
+            row = c.execute(
+                "UPDATE disputes SET status = %s, resolved_at = %s, resolved_by = %s, "
+                "scope = %s, note = %s WHERE id = %s AND status = 'open' RETURNING number",
+                (status, now, actor, scope, note, dispute_id),
+            ).fetchone()
+            if row is None:
+                return None
+            if status == "allowed" and scope == "global":
+                c.execute(
+                    "INSERT INTO global_allow (number, added_at, added_by, dispute) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (number) DO UPDATE SET "
+                    "added_at = excluded.added_at, added_by = excluded.added_by, "
+                    "dispute = excluded.dispute",
+                    (row[0], now, actor, dispute_id),
+                )
+            return _dispute(c, dispute_id)
+
+        return self.db.write(work)
+
+    def global_allow(self) -> set[int]:
+        rows = self.db.read(lambda c: c.execute("SELECT number FROM global_allow").fetchall())
+        return {int(n) for (n,) in rows}
+
+    def filed_since(self, source: str, since: float) -> int:
+        row = self.db.read(
+            lambda c: c.execute(
+                "SELECT count(*) FROM disputes WHERE source = %s AND filed_at >= %s",
+                (source, since),
+            ).fetchone()
+        )
+        return int(row[0]) if row else 0
+
+
+# -- on one connection, inside the caller's transaction or read ---------------
+
+
+def _dispute(c: Conn, dispute_id: int) -> dict[str, object] | None:
+    row = c.execute(f"SELECT {COLUMNS} FROM disputes WHERE id = %s", (dispute_id,)).fetchone()
+    return dispute_row(row) if row else None
+
+
+def _load_all(c: Conn) -> dict[int, Profile]:
+    lists: dict[tuple[int, str], list[str]] = {}
+    for number, name, entry in c.execute("SELECT number, list, entry FROM list_entries"):
+        lists.setdefault((number, name), []).append(entry)
+    out: dict[int, Profile] = {}
+    rows = c.execute("SELECT number, opted_in, policy, reject_anonymous FROM subscribers")
+    for number, opted_in, policy, reject in rows:
+        allow, block = lists.get((number, "allow")), lists.get((number, "block"))
+        out[number] = profile_of(  # interned when both lists are empty
+            opted_in,
+            policy,
+            reject,
+            build_list(allow) if allow else EMPTY,
+            build_list(block) if block else EMPTY,
+        )
+    return out
+
+
+def _get_many(c: Conn, numbers: list[int]) -> dict[int, Subscriber | None]:
+    """Each number's subscriber (None: not there), from one statement."""
+    found: dict[int, tuple[bool, str, bool]] = {}
+    lists: dict[tuple[int, str], list[str]] = {}
+    for number, opted_in, policy, reject, name, entry in c.execute(
+        "SELECT s.number, s.opted_in, s.policy, s.reject_anonymous, e.list, e.entry "
+        "FROM subscribers s LEFT JOIN list_entries e ON e.number = s.number "
+        "WHERE s.number = ANY(%s::bigint[])",
+        (numbers,),
+    ):
+        found[number] = (opted_in, policy, reject)
+        if name is not None:
+            lists.setdefault((number, name), []).append(entry)
+    out: dict[int, Subscriber | None] = dict.fromkeys(numbers)
+    for number, (opted_in, policy, reject) in found.items():
+        out[number] = Subscriber(
+            number,
+            opted_in,
+            policy,
+            reject,
+            build_list(lists.get((number, "allow"), [])),
+            build_list(lists.get((number, "block"), [])),
+        )
+    return out
+
+
+def _write(c: Conn, old: Subscriber | None, new: Subscriber, actor: str, now: float) -> None:
+    if old == new:
+        return
+    c.execute(
+        "INSERT INTO subscribers (number, opted_in, policy, reject_anonymous, created_at, "
+        "updated_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (number) DO UPDATE SET "
+        "opted_in = excluded.opted_in, policy = excluded.policy, "
+        "reject_anonymous = excluded.reject_anonymous, updated_at = excluded.updated_at",
+        (new.number, new.opted_in, new.policy, new.reject_anonymous, now, now),
+    )
+    for name in LISTS:
+        if old is None or getattr(old, name) != getattr(new, name):
+            c.execute(
+                "DELETE FROM list_entries WHERE number = %s AND list = %s", (new.number, name)
+            )
+            entries = getattr(new, name).entries()
+            if entries:
+                c.cursor().executemany(
+                    "INSERT INTO list_entries (number, list, entry) VALUES (%s, %s, %s)",
+                    [(new.number, name, e) for e in entries],
+                )
+    _audit(c, new.number, old, new, actor, now)
+
+
+def _audit(
+    c: Conn, number: int, old: Subscriber | None, new: Subscriber | None, actor: str, now: float
+) -> None:
+    rows = [
+        (now, actor, number, field, field_text(old, field), field_text(new, field))
+        for field in FIELDS
+        if field_text(old, field) != field_text(new, field)
+    ]
+    if rows:
+        c.cursor().executemany(
+            "INSERT INTO audit (at, actor, number, field, old, new) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            rows,
+        )
