@@ -31,7 +31,8 @@ from .store import DayWriter, Row, day_of, row_of
 log = logging.getLogger("robocall_shield.records")
 
 POLL = 0.1  # seconds between the writer's looks at the queue
-BATCH = 5_000  # records per transaction at most
+BATCH = 1_000  # records per transaction at most
+YIELD_EVERY = 64  # rows built between offers of the GIL to the event loop
 SWEEP_INTERVAL = 3600.0  # seconds between retention sweeps (see DecisionRecorder.sweep)
 
 Pending = tuple[Screened, float, str]
@@ -115,9 +116,11 @@ class DecisionRecorder:
             rows: list[Row] = []
             take = min(len(queue), BATCH)
             try:
-                for _ in range(take):  # popleft: the loop may append meanwhile, safely
+                for i in range(take):  # popleft: the loop may append meanwhile, safely
                     ev, wall_time, peer = queue.popleft()
                     rows.append(row_of(ev, wall_time, peer))
+                    if i % YIELD_EVERY == YIELD_EVERY - 1:
+                        time.sleep(0)  # let the loop have the GIL now, not after 5 ms
                 refused = self._writer.insert(rows)
             except Exception:  # a bug: count the batch lost, keep recording
                 log.exception("decision records: a batch of %d was not written", take)
