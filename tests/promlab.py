@@ -98,6 +98,50 @@ def send_malformed(port: int, count: int) -> None:
             )
 
 
+STRANGER = "127.0.0.2"  # loopback too, but no [[peers]] entry covers it
+
+
+def send_from_stranger(port: int, count: int) -> None:
+    """Well-formed OPTIONS from an address that is no declared peer: each is
+    answered 403 ([sip] unknown_sources = "reject") or, once the address is
+    over its [flood] limit, dropped and counted in rs_flood_limited_total."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((STRANGER, 0))
+        own = sock.getsockname()[1]
+        for i in range(count):
+            sock.sendto(
+                (
+                    f"OPTIONS sip:+13125550199@{HOST}:{port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {STRANGER}:{own};branch=z9hG4bK-stranger-{i}\r\n"
+                    f"From: <sip:+12025550100@{STRANGER}>;tag=s{i}\r\n"
+                    f"To: <sip:+13125550199@{HOST}>\r\n"
+                    f"Call-ID: stranger-{i}@{STRANGER}\r\nCSeq: 1 OPTIONS\r\n"
+                    "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                ).encode(),
+                (HOST, port),
+            )
+
+
+def send_unframed_tcp(port: int) -> bool:
+    """A request without Content-Length on a TCP connection: the stream cannot
+    be framed, so the proxy closes it (rs_tcp_closed_total reason bad-framing,
+    a 400 in rs_sip_parse_errors_total). True when the proxy closed it."""
+    with socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(
+            f"OPTIONS sip:+13125550199@{HOST}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP {HOST}:9;branch=z9hG4bK-unframed\r\n"
+            f"From: <sip:+12025550100@{HOST}>;tag=u\r\nTo: <sip:+13125550199@{HOST}>\r\n"
+            "Call-ID: unframed@lab\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\r\n".encode()
+        )
+        for _ in range(100):  # bounded: an answer, if any, then the end of the stream
+            try:
+                if not sock.recv(65536):
+                    return True
+            except TimeoutError:
+                return False
+        return False
+
+
 # -- SIPp: a switch for many calls, and callers from an injection file ---------
 
 
