@@ -35,12 +35,12 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, wrap: list[str] | None = None) -> None:
-        """``wrap``: a command prefix (``ip netns exec NS``)."""
+    def start(self, extra_binds: list[str] | None = None) -> None:
+        """``extra_binds``: more addresses to listen on (a test's own links)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         assert BINARY is not None
         cmd = [
-            *(wrap or []), BINARY, "--bind", self.host, "--port", str(self.port),
+            BINARY, "--bind", self.host, *(extra_binds or []), "--port", str(self.port),
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
             "--protected-mode", "no", "--daemonize", "no",
         ]  # fmt: skip

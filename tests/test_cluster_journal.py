@@ -135,7 +135,7 @@ def test_every_key_is_hash_tagged_and_on_its_own_slot() -> None:
 def test_cluster_config_errors_are_clear_and_passwords_stay_out() -> None:
     with pytest.raises(ConfigError, match="redis_url"):
         parse_cluster(Table({"redis_url": "http://x"}, "cluster"))
-    with pytest.raises(ConfigError, match="cluster.node"):
+    with pytest.raises(ConfigError, match=r"cluster\.node"):
         parse_cluster(Table({"node": "a b"}, "cluster"))
     with pytest.raises(ConfigError, match="sync_interval"):
         parse_cluster(Table({"sync_interval": 0}, "cluster"))
