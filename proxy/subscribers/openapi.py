@@ -1,10 +1,17 @@
 """The OpenAPI 3.0 document of the subscriber and dispute API, served at
-/api/v1/openapi.json and fuzzed with schemathesis in CI."""
+/api/v1/openapi.json and fuzzed with schemathesis in CI.
+
+Besides each operation's own answers, every operation documents what the
+admin server answers any request (401/403 for the token, 408 for a body that
+does not arrive in time, 413 for a Content-Length over the route's limit),
+and every operation that calls the subscriber store documents its 503 with
+Retry-After (locked, disk full, unreachable: backend.StoreUnavailable)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .backend import RETRY_AFTER
 from .model import MAX_LIST_ENTRIES, POLICIES
 
 NUMBER = {
@@ -36,9 +43,25 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 ERR = _json(_ref("Error"), "the request is wrong; `field` names the part at fault")
-AUTH = {
+ANY_REQUEST = {  # from the admin server, before or around the operation
     "401": _json(_ref("Error"), "missing or wrong bearer token"),
     "403": _json(_ref("Error"), "no token configured: the API is disabled"),
+    "408": _json(_ref("Error"), "the request's body did not arrive in time"),
+    "413": _json(_ref("Error"), "Content-Length over this operation's limit"),
+}
+UNAVAILABLE = {
+    **_json(
+        _ref("Error"),
+        "the subscriber store cannot take the call now (locked, disk full, database "
+        "unreachable); nothing was changed: try again after Retry-After seconds",
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "seconds to wait before trying again",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1, "example": int(RETRY_AFTER)},
+        }
+    },
 }
 NUMBER_PARAM = {"name": "number", "in": "path", "required": True, "schema": NUMBER}
 ID_PARAM = {
@@ -54,8 +77,13 @@ def _object(**types: str) -> dict[str, Any]:
     return {"type": "object", "properties": {k: {"type": t} for k, t in types.items()}}
 
 
-def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"summary": summary, "responses": {**responses, **AUTH}, **extra}
+def _op(
+    summary: str, responses: dict[str, Any], *, store: bool = True, **extra: Any
+) -> dict[str, Any]:
+    """``store``: the operation calls the subscriber store, so it may answer
+    503 (False: it reads the in-memory index only)."""
+    answers = {**responses, **ANY_REQUEST, **({"503": UNAVAILABLE} if store else {})}
+    return {"summary": summary, "responses": dict(sorted(answers.items())), **extra}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -156,7 +184,9 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/v1/subscribers/{number}": {
                 "parameters": [NUMBER_PARAM],
-                "get": _op("Read a subscriber", {"200": sub, "400": ERR, "404": not_found}),
+                "get": _op(
+                    "Read a subscriber", {"200": sub, "400": ERR, "404": not_found}, store=False
+                ),
                 "put": _op(
                     "Create or replace a subscriber (absent fields take their defaults)",
                     {"200": sub, "201": sub, "400": ERR, "413": ERR},
@@ -196,6 +226,7 @@ def openapi_document() -> dict[str, Any]:
                         "400": ERR,
                         "404": not_found,
                     },
+                    store=False,
                 ),
             },
             "/api/v1/subscribers.csv": {
@@ -206,8 +237,10 @@ def openapi_document() -> dict[str, Any]:
                             "description": "CSV with the header number,opted_in,policy,"
                             "reject_anonymous,allow,block; list entries space-separated",
                             "content": {"text/csv": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        "400": ERR,
                     },
+                    store=False,
                 ),
                 "post": _op(
                     "Import subscribers from CSV (same columns); all rows or none",
@@ -226,7 +259,8 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/subscribers/stats": {
                 "get": _op(
                     "Subscribers per policy",
-                    {"200": _json({"type": "object"}, "counts")},
+                    {"200": _json({"type": "object"}, "counts"), "400": ERR},
+                    store=False,
                 ),
             },
             "/api/v1/disputes": {
