@@ -87,7 +87,7 @@ def throughput(sims: list[SimRecord], n: int, directory: Path) -> dict[str, floa
         s = sims[i % len(sims)]
         rec.add(s.event, START + i * 0.05, s.peer)
     added = time.perf_counter() - t0
-    rec.close()
+    rec.close(timeout=900)
     total = time.perf_counter() - t0
     assert rec.written == n and rec.dropped == 0 and rec.failed == 0, "records lost"
     rows = [row_of(s.event, START + i * 0.05, s.peer) for i, s in enumerate(sims)]
@@ -107,10 +107,16 @@ def throughput(sims: list[SimRecord], n: int, directory: Path) -> dict[str, floa
 
 
 async def paced_burst(
-    sims: list[SimRecord], rate: int, seconds: float, directory: Path, record: bool = True
+    sims: list[SimRecord], rate: int, seconds: float, directory: Path, record: bool = True,
+    switch_interval: float | None = None,
 ) -> dict[str, float]:
-    """``record=False``: the same loop without the recorder, for its baseline lag."""
+    """``record=False``: the same loop without the recorder, for its baseline
+    lag; ``switch_interval``: sys.setswitchinterval for the run (the GIL's
+    hand-over period, 5 ms by default)."""
     rec = DecisionRecorder(RecordsConfig(dir=str(directory / f"burst{int(record)}")))
+    default_interval = sys.getswitchinterval()
+    if switch_interval is not None:
+        sys.setswitchinterval(switch_interval)
     per_tick, ticks = max(1, rate // 100), int(seconds * 100)
     worst_pending, lags = 0, []
     i = 0
@@ -127,6 +133,7 @@ async def paced_burst(
         before = time.perf_counter()
         await asyncio.sleep(max(0.0, delay))
         lags.append(max(0.0, time.perf_counter() - before - max(0.0, delay)))
+    sys.setswitchinterval(default_interval)
     t0 = time.perf_counter()
     rec.close()
     return {
@@ -150,7 +157,8 @@ def full_day(sims: list[SimRecord], n: int, directory: Path) -> dict[str, float]
     for i in range(n):
         s = sims[i % len(sims)]
         rec.add(s.event, START + i * spacing, s.peer)
-    rec.close()
+    rec.close(timeout=900)
+    assert rec.written == n, "records lost"
     write_s = time.perf_counter() - t0
     path = next(iter(day_files(day).values()))
     size = sum(p.stat().st_size for p in day.iterdir())
@@ -195,6 +203,9 @@ def main() -> int:
             "burst": asyncio.run(paced_burst(sims, args.burst_rate, args.burst_seconds, work)),
             "burst_baseline_no_records": asyncio.run(
                 paced_burst(sims, args.burst_rate, args.burst_seconds, work, record=False)
+            ),
+            "burst_switch_interval_1ms": asyncio.run(
+                paced_burst(sims, args.burst_rate, args.burst_seconds, work, switch_interval=0.001)
             ),
             "day": full_day(sims, args.day, work) if args.day else {},
         }

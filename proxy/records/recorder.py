@@ -83,14 +83,15 @@ class DecisionRecorder:
         self._sweep_due = True
         self._wake.set()
 
-    def close(self) -> None:
-        """Write everything queued, then stop the writer (waits up to 30 s)."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then stop the writer; waits up to
+        ``timeout`` seconds (a full default queue takes a few)."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
         self._stop = True
         self._wake.set()
-        thread.join(timeout=30)
+        thread.join(timeout)
         if thread.is_alive():
             log.error("decision records: writer still busy at close; %d queued", self.pending)
 
