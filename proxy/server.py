@@ -45,9 +45,11 @@ from .stir.chain import TrustStore, TrustStoreError
 from .stir.checker import StirVerifier
 from .stir.settings import StirConfig
 from .subscribers.api import SubscriberApi
+from .subscribers.backend import SQLITE_FILE, StoreUnavailable
 from .subscribers.links import LinkSigner
 from .subscribers.pages import Pages
 from .subscribers.service import SubscriberService
+from .subscribers.settings import SubscriberConfig
 from .supervisor import WorkerRole
 from .transport.tcp import TcpEdge
 from .transport.udp import UdpEdge
@@ -64,6 +66,8 @@ RESTART_SECTIONS = (
     *("peers", "stir", "flood", "cluster"),
 )
 FOLLOW_INTERVAL = 1.0  # seconds between a sibling's looks at the subscriber store
+# a store other nodes write (PostgreSQL): their changes apply here within 1 s
+SHARED_FOLLOW_INTERVAL = 0.25
 LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
 
 
@@ -83,11 +87,11 @@ class Worker:
         self.subscribers: SubscriberService | None = None
         self.subscriber_check: SubscriberCheck | None = None
         if cfg.subscribers.enabled:
-            path = Path(cfg.subscribers.data_dir) / "subscribers.sqlite3"
             try:
-                self.subscribers = SubscriberService(path)
-            except (OSError, sqlite3.Error) as exc:
-                raise StartupError(f"cannot open the subscriber store {path}: {exc}") from None
+                self.subscribers = SubscriberService.from_config(cfg.subscribers)
+            except (OSError, sqlite3.Error, StoreUnavailable) as exc:
+                where = _store_name(cfg.subscribers)
+                raise StartupError(f"cannot open the subscriber store {where}: {exc}") from None
             self.subscriber_check = SubscriberCheck(
                 self.subscribers.index, self.subscribers.global_allow
             )
@@ -206,8 +210,10 @@ class Worker:
                 self.role.link_socket(self.role.index),
                 {"metrics": self._own_metrics, "reload-lists": self._link_reload_lists},
             ))  # fmt: skip
-            if self.subscribers is not None:
-                self._tasks.append(loop.create_task(self._follow_subscribers()))
+        if self.subscribers is not None and (
+            not self.primary or self.cfg.subscribers.backend != "sqlite"
+        ):  # a shared store (PostgreSQL) is written by other nodes too
+            self._tasks.append(loop.create_task(self._follow_subscribers()))
         if self.cfg.admin.enabled and self.primary:
             admin = self.cfg.admin
             token = admin.token or os.environ.get(TOKEN_ENV, "")
@@ -414,7 +420,8 @@ class Worker:
         edits from the shared store's audit trail."""
         assert self.subscribers is not None
         while True:
-            await asyncio.sleep(FOLLOW_INTERVAL)
+            shared = self.cfg.subscribers.backend != "sqlite"
+            await asyncio.sleep(SHARED_FOLLOW_INTERVAL if shared else FOLLOW_INTERVAL)
             try:
                 await self.subscribers.follow()
             except Exception:  # a locked or busy store: try again next round
@@ -466,7 +473,7 @@ class Worker:
         also carries subscriber changes (unless the store itself is shared)
         and blocklist versions for the node."""
         cfg = self.cfg
-        own_store = getattr(cfg.subscribers, "backend", "sqlite") == "sqlite"
+        own_store = cfg.subscribers.backend == "sqlite"
         carries = self.primary and self.subscribers is not None and own_store
         lists = self.primary and bool(cfg.blocklists.dir)
         slot = self.slot
@@ -711,6 +718,12 @@ def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
     got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
     level = logging.INFO if got >= size else logging.WARNING
     log.log(level, "UDP receive buffer %d bytes (asked %d)", got, size)
+
+
+def _store_name(cfg: SubscriberConfig) -> str:
+    if cfg.backend == "sqlite":
+        return str(Path(cfg.data_dir) / SQLITE_FILE)
+    return "(PostgreSQL)"  # never the DSN: it may hold a password
 
 
 def _link_secret(cfg: Config) -> bytes:
