@@ -5,6 +5,7 @@ it skip with a clear message when Debian's redis-server is not installed
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -35,8 +36,9 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, extra_binds: list[str] | None = None) -> None:
-        """``extra_binds``: more addresses to listen on (a test's own links)."""
+    def start(self, extra_binds: list[str] | None = None, cluster: bool = False) -> None:
+        """``extra_binds``: more addresses to listen on (a test's own links);
+        ``cluster``: a node of a Redis Cluster."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         assert BINARY is not None
         cmd = [
@@ -44,6 +46,8 @@ class RedisServer:
             "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
             "--protected-mode", "no", "--daemonize", "no",
         ]  # fmt: skip
+        if cluster:
+            cmd += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - kept with the process
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
@@ -65,3 +69,57 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+def cluster_port(host: str = "127.0.0.1") -> int:
+    """A free port whose cluster bus port (10000 above) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind((host, p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis cluster node")
+
+
+class RedisCluster:
+    """Three masters with cluster-enabled on loopback, slots spread by
+    ``redis-cli --cluster create``: what [cluster] mode = "cluster" is for."""
+
+    def __init__(self, workdir: Path) -> None:
+        if BINARY is None or shutil.which("redis-cli") is None:
+            pytest.skip("redis-server is not installed (make test installs Debian's redis-server)")
+        self.nodes = [RedisServer(workdir / f"n{i}", port=cluster_port()) for i in range(3)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start(cluster=True)
+        addresses = [f"{n.host}:{n.port}" for n in self.nodes]
+        done = subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
+             "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create: {done.stdout}{done.stderr}")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(self.nodes[0].port), "cluster", "info"],
+                capture_output=True, text=True, timeout=10,
+            )
+            if "cluster_state:ok" in info.stdout:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis cluster did not reach cluster_state:ok within 20 s")
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()

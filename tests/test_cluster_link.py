@@ -191,3 +191,41 @@ async def test_blocklist_versions_are_followed(redis: RedisServer) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_on_a_redis_cluster(tmp_path: Path) -> None:
+    """mode = "cluster": every command touches one hash-tagged key, so it
+    works on Redis Cluster; the three streams land on different slots."""
+    from tests.redis_server import RedisCluster
+
+    servers = RedisCluster(tmp_path / "rc")
+    servers.start()
+    try:
+        def conf(node: str) -> ClusterConfig:
+            return ClusterConfig(
+                enabled=True, redis_url=servers.url, mode="cluster", node=node,
+                sync_interval=FAST, timeout=1.0,
+            )  # fmt: skip
+
+        a_engine, b_engine = new_engine(), new_engine()
+        sa = SubscriberService(tmp_path / "a" / "subscribers.sqlite3")
+        sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
+        a = ClusterLink(conf("a"), a_engine, subscribers=sa)
+        b = ClusterLink(conf("b"), b_engine, subscribers=sb)
+        await a.start()
+        await b.start()
+        try:
+            for n in range(25):
+                a_engine.record(facts(n, time.monotonic()))
+            await until(lambda: hour_calls(b_engine) == 25)
+            opted = Subscriber(12125550142, opted_in=True)
+            await sa.put(opted, "api")
+            await until(lambda: sb.get(12125550142) == opted, 2.0)
+            assert not a.degraded and not b.degraded and a.errors == 0
+        finally:
+            await a.close()
+            await b.close()
+            sa.close()
+            sb.close()
+    finally:
+        servers.kill()
