@@ -312,6 +312,10 @@ async def test_a_failed_write_reaches_neither_index_nor_counts(
         )
     assert service.get(BOB) is None and service.store.get(BOB) is None  # rolled back whole
     assert service.by_policy() == counts
+    big = "".join(f"\n+1646555{i:04d},true,off,false,,+1900*" for i in range(300))
+    with pytest.raises(refused):  # a big import (written another way) as well
+        await service.import_csv(f"{HEADER}{big}\n+{ALICE},false,off,false,,\n", "csv")
+    assert service.store.count() == 1 and service.by_policy() == counts
     # the store goes on working for everyone else
     await service.put(sub(BOB, opted_in=True), "api")
     assert service.store.get(BOB) == sub(BOB, opted_in=True)
@@ -347,6 +351,53 @@ def test_put_many_is_one_transaction(place: StorePlace) -> None:
         with pytest.raises(RuntimeError):
             svc.store.put_many(rows(), "csv", 1.0)
         assert svc.store.count() == 0 and svc.store.audit(ALICE) == []
+    finally:
+        svc.close()
+
+
+def test_a_big_import_writes_what_one_write_at_a_time_would(place: StorePlace) -> None:
+    """Over a few hundred rows, PostgreSQL writes an import by COPY rather
+    than row by row: the same subscribers, lists and audit trail."""
+    svc = place.open()
+    try:
+        first = [
+            sub(
+                CALLER + i,
+                opted_in=i % 2 == 0,
+                policy=("off", "label", "block-all-suspected")[i % 3],
+                allow=["+1900*", f"+1646555{i:04d}"] if i % 3 == 0 else [],
+                block=[f"+1312555{i:04d}"] if i % 5 == 0 else [],
+            )
+            for i in range(400)
+        ]
+        assert svc.store.put_many(first, "csv", 1.0) == (400, 0)
+        twice = CALLER + 3
+        second = [
+            *(sub(CALLER + i, opted_in=True, block=["+1800*"]) for i in range(0, 400, 4)),
+            *first[1:400:4],  # unchanged: no audit rows
+            sub(twice, allow=["+1888*"]),  # this number twice: the later row wins
+            *(sub(BOB + i) for i in range(150)),
+            sub(twice, policy="off", block=["+1777*"]),
+        ]
+        assert svc.store.put_many(second, "csv", 2.0) == (150, 102)
+        expected = {s.number: s for s in first}
+        expected.update((s.number, s) for s in second)
+        assert svc.store.load_all() == {n: s.profile() for n, s in expected.items()}
+        assert svc.store.get_many([twice, CALLER + 4, 1]) == {
+            twice: sub(twice, policy="off", block=["+1777*"]),
+            CALLER + 4: sub(CALLER + 4, opted_in=True, block=["+1800*"]),
+            1: None,
+        }
+        trail = [(r["field"], r["old"], r["new"]) for r in svc.store.audit(twice)]
+        assert trail[:5] == [  # newest first: the second row's change, then the first's
+            ("block", "", "+1777*"),
+            ("allow", "+1888*", ""),
+            ("policy", "label", "off"),
+            ("allow", "+16465550003,+1900*", "+1888*"),
+            ("policy", "off", "label"),
+        ]
+        assert len(trail) == 10 and len(svc.store.audit(CALLER + 1)) == 5
+        assert svc.store.count() == 550
     finally:
         svc.close()
 

@@ -29,7 +29,8 @@ from .store import FIELDS, field_text
 
 AUDIT_LOCK = 0x7273_6175_6469_7400  # pg_advisory_xact_lock key: "rsaudit"
 SCHEMA_LOCK = 0x7273_7363_6865_6D61  # "rsschema": nodes starting together
-IMPORT_CHUNK = 2000  # subscribers read and written per round of a bulk import
+IMPORT_CHUNK = 20_000  # subscribers read and written per round of a bulk import
+SMALL_WRITE = 100  # subscribers written with parameters; more go by COPY
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
@@ -128,7 +129,7 @@ class PgSubscriberStore:
 
         def work(c: Conn) -> Subscriber | None:
             old = _get_many(c, [new.number])[new.number]
-            _write(c, old, new, actor, now)
+            _write(c, _Plan([(old, new)], actor, now))
             return old
 
         return self.db.write(work, lock=AUDIT_LOCK)
@@ -142,15 +143,20 @@ class PgSubscriberStore:
             for start in range(0, len(todo), IMPORT_CHUNK):
                 chunk = todo[start : start + IMPORT_CHUNK]
                 current = _get_many(c, list({s.number for s in chunk}))
-                with c.pipeline():  # the chunk's statements go without a wait for each
-                    for new in chunk:
-                        old = current[new.number]  # a number twice: its earlier row is old
-                        if old is None:
-                            created += 1
-                        elif old != new:
-                            updated += 1
-                        _write(c, old, new, actor, now)
-                        current[new.number] = new
+                writes: list[tuple[Subscriber | None, Subscriber]] = []
+                for new in chunk:
+                    old = current[new.number]  # a number twice: its earlier row is old
+                    if old is None:
+                        created += 1
+                    elif old != new:
+                        updated += 1
+                    writes.append((old, new))
+                    current[new.number] = new
+                plan = _Plan(writes, actor, now)
+                if len(plan.final) > SMALL_WRITE:
+                    _write_bulk(c, plan)
+                else:
+                    _write(c, plan)
             return created, updated
 
         return self.db.write(work, lock=AUDIT_LOCK)
@@ -160,7 +166,7 @@ class PgSubscriberStore:
             old = _get_many(c, [number])[number]
             if old is not None:
                 c.execute("DELETE FROM subscribers WHERE number = %s", (number,))
-                _audit(c, number, old, None, actor, now)
+                _insert_audit(c, _audit_rows(number, old, None, actor, now))
             return old
 
         return self.db.write(work, lock=AUDIT_LOCK)
@@ -304,41 +310,128 @@ def _get_many(c: Conn, numbers: list[int]) -> dict[int, Subscriber | None]:
     return out
 
 
-def _write(c: Conn, old: Subscriber | None, new: Subscriber, actor: str, now: float) -> None:
-    if old == new:
+AuditRow = tuple[float, str, int, str, str | None, str | None]
+
+
+class _Plan:
+    """What writing each (old, new) in order comes to: the final value per
+    number, the (number, list) pairs to write again, the audit rows."""
+
+    def __init__(
+        self, writes: list[tuple[Subscriber | None, Subscriber]], actor: str, now: float
+    ) -> None:
+        self.now = now
+        self.final: dict[int, Subscriber] = {}
+        rewrite: dict[tuple[int, str], None] = {}  # ordered, without repeats
+        self.audit: list[AuditRow] = []
+        for old, new in writes:
+            if old == new:
+                continue
+            self.final[new.number] = new
+            for name in LISTS:
+                if old is None or getattr(old, name) != getattr(new, name):
+                    rewrite[(new.number, name)] = None
+            self.audit += _audit_rows(new.number, old, new, actor, now)
+        self.rewrite = list(rewrite)
+
+    def entries(self) -> list[tuple[int, str, str]]:
+        return [
+            (n, name, e) for n, name in self.rewrite for e in getattr(self.final[n], name).entries()
+        ]
+
+
+UPSERT = (
+    "ON CONFLICT (number) DO UPDATE SET opted_in = excluded.opted_in, "
+    "policy = excluded.policy, reject_anonymous = excluded.reject_anonymous, "
+    "updated_at = excluded.updated_at"
+)
+
+
+def _write(c: Conn, plan: _Plan) -> None:
+    """A few subscribers, in four statements."""
+    if not plan.final:
         return
+    subs = list(plan.final.values())
     c.execute(
         "INSERT INTO subscribers (number, opted_in, policy, reject_anonymous, created_at, "
-        "updated_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (number) DO UPDATE SET "
-        "opted_in = excluded.opted_in, policy = excluded.policy, "
-        "reject_anonymous = excluded.reject_anonymous, updated_at = excluded.updated_at",
-        (new.number, new.opted_in, new.policy, new.reject_anonymous, now, now),
+        "updated_at) SELECT n, o, p, r, %s, %s FROM unnest(%s::bigint[], %s::boolean[], "
+        "%s::text[], %s::boolean[]) AS t (n, o, p, r) " + UPSERT,
+        (
+            plan.now,
+            plan.now,
+            [s.number for s in subs],
+            [s.opted_in for s in subs],
+            [s.policy for s in subs],
+            [s.reject_anonymous for s in subs],
+        ),
     )
-    for name in LISTS:
-        if old is None or getattr(old, name) != getattr(new, name):
-            c.execute(
-                "DELETE FROM list_entries WHERE number = %s AND list = %s", (new.number, name)
-            )
-            entries = getattr(new, name).entries()
-            if entries:
-                c.cursor().executemany(
-                    "INSERT INTO list_entries (number, list, entry) VALUES (%s, %s, %s)",
-                    [(new.number, name, e) for e in entries],
-                )
-    _audit(c, new.number, old, new, actor, now)
+    c.execute(
+        "DELETE FROM list_entries e USING unnest(%s::bigint[], %s::text[]) AS t (n, l) "
+        "WHERE e.number = t.n AND e.list = t.l",
+        ([n for n, _ in plan.rewrite], [name for _, name in plan.rewrite]),
+    )
+    entries = plan.entries()
+    if entries:
+        c.execute(
+            "INSERT INTO list_entries (number, list, entry) "
+            "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])",
+            tuple(list(column) for column in zip(*entries, strict=True)),
+        )
+    _insert_audit(c, plan.audit)
 
 
-def _audit(
-    c: Conn, number: int, old: Subscriber | None, new: Subscriber | None, actor: str, now: float
-) -> None:
-    rows = [
-        (now, actor, number, field, field_text(old, field), field_text(new, field))
-        for field in FIELDS
-        if field_text(old, field) != field_text(new, field)
-    ]
+def _write_bulk(c: Conn, plan: _Plan) -> None:
+    """Many subscribers: COPY (formatted in C) into temporary tables and the
+    tables themselves; array parameters would be formatted in Python."""
+    c.execute(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS import_subscribers (number bigint, "
+        "opted_in boolean, policy text, reject_anonymous boolean) ON COMMIT DROP; "
+        "CREATE TEMPORARY TABLE IF NOT EXISTS import_lists (number bigint, list text) "
+        "ON COMMIT DROP; TRUNCATE import_subscribers, import_lists"
+    )
+    cur = c.cursor()
+    with cur.copy("COPY import_subscribers FROM STDIN") as copy:
+        for s in plan.final.values():
+            copy.write_row((s.number, s.opted_in, s.policy, s.reject_anonymous))
+    c.execute(
+        "INSERT INTO subscribers (number, opted_in, policy, reject_anonymous, created_at, "
+        "updated_at) SELECT number, opted_in, policy, reject_anonymous, %s, %s "
+        "FROM import_subscribers " + UPSERT,
+        (plan.now, plan.now),
+    )
+    with cur.copy("COPY import_lists FROM STDIN") as copy:
+        for row in plan.rewrite:
+            copy.write_row(row)
+    c.execute(
+        "DELETE FROM list_entries e USING import_lists t "
+        "WHERE e.number = t.number AND e.list = t.list"
+    )
+    with cur.copy("COPY list_entries (number, list, entry) FROM STDIN") as copy:
+        for entry in plan.entries():
+            copy.write_row(entry)
+    with cur.copy("COPY audit (at, actor, number, field, old, new) FROM STDIN") as copy:
+        for audit in plan.audit:  # ids follow the order of the rows
+            copy.write_row(audit)
+
+
+def _audit_rows(
+    number: int, old: Subscriber | None, new: Subscriber | None, actor: str, now: float
+) -> list[AuditRow]:
+    rows: list[AuditRow] = []
+    for field in FIELDS:
+        before, after = field_text(old, field), field_text(new, field)
+        if before != after:
+            rows.append((now, actor, number, field, before, after))
+    return rows
+
+
+def _insert_audit(c: Conn, rows: list[AuditRow]) -> None:
+    """In the order given: ids follow it (ORDER BY the arrays' ordinality)."""
     if rows:
-        c.cursor().executemany(
+        c.execute(
             "INSERT INTO audit (at, actor, number, field, old, new) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            rows,
+            "SELECT at, actor, number, field, old, new FROM unnest(%s::float8[], %s::text[], "
+            "%s::bigint[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY "
+            "AS t (at, actor, number, field, old, new, i) ORDER BY i",
+            tuple(list(column) for column in zip(*rows, strict=True)),
         )
