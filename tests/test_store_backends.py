@@ -304,6 +304,31 @@ def test_an_unreachable_server_is_store_unavailable_and_the_password_stays_out()
     assert "hunter2" not in str(info.value) and "hunter2" not in repr(info.value.__cause__)
 
 
+def test_a_role_that_may_not_create_tables_uses_the_tables_made_for_it(
+    cluster: PgCluster,
+) -> None:
+    schema, role = cluster.new_schema(), f"app_{cluster.new_schema()}"
+    dsn = cluster.dsn(schema).replace("user=shield", f"user={role}")
+    dsn = dsn.replace(f"password={cluster.password}", "password=app-secret")
+    with psycopg.connect(cluster.dsn(schema), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app-secret'")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        with pytest.raises(StoreUnavailable, match="cannot create the subscriber tables"):
+            open_postgresql(dsn)  # nothing there, and no right to create it
+        open_postgresql(cluster.dsn(schema)).close()  # the administrator creates them
+        admin.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}; "
+            f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"
+        )
+    service = SubscriberService(open_postgresql(dsn))
+    try:
+        service.store.put(Subscriber(ALICE), "api", 1.0)
+        assert service.store.get(ALICE) == Subscriber(ALICE)
+        assert service.disputes.file(CALLER, "a", "b", "10.0.0.1", 1.0) == 1
+    finally:
+        service.close()
+
+
 def test_redact_hides_passwords_in_both_connection_string_forms() -> None:
     assert redact("host=db password=s3cret user=u") == "host=db password=*** user=u"
     assert redact("host=db password = 'a b\\' c' port=5") == "host=db password = *** port=5"

@@ -21,10 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import psycopg
+
 from .backend import Backend
 from .disputes import COLUMNS, dispute_row
 from .model import EMPTY, LISTS, Profile, Subscriber, build_list, profile_of
-from .pg_db import LOCK_TIMEOUT, UNAVAILABLE, Conn, PgDatabase
+from .pg_db import LOCK_TIMEOUT, UNAVAILABLE, Conn, PgDatabase, PgUnavailable, one_line
 from .store import FIELDS, field_text
 
 AUDIT_LOCK = 0x7273_6175_6469_7400  # pg_advisory_xact_lock key: "rsaudit"
@@ -32,6 +34,7 @@ SCHEMA_LOCK = 0x7273_7363_6865_6D61  # "rsschema": nodes starting together
 IMPORT_CHUNK = 20_000  # subscribers read and written per round of a bulk import
 SMALL_WRITE = 100  # subscribers written with parameters; more go by COPY
 
+TABLES = ["subscribers", "list_entries", "audit", "disputes", "global_allow"]
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (
     number bigint PRIMARY KEY,
@@ -86,7 +89,10 @@ def open_postgresql(dsn: str, lock_timeout: int = LOCK_TIMEOUT) -> Backend:
     server cannot be reached. ``lock_timeout``: ms a write waits for a lock."""
     db = PgDatabase(dsn, lock_timeout)
     try:
-        db.write(lambda c: c.execute(SCHEMA), lock=SCHEMA_LOCK)
+        try:
+            db.write(_create_tables, lock=SCHEMA_LOCK)
+        except psycopg.Error as exc:  # say, no right to create them
+            raise PgUnavailable(f"cannot create the subscriber tables: {one_line(exc)}") from None
         return Backend(
             "postgresql", db.where, PgSubscriberStore(db), PgDisputeStore(db), db.close,
             UNAVAILABLE,
@@ -94,6 +100,14 @@ def open_postgresql(dsn: str, lock_timeout: int = LOCK_TIMEOUT) -> Backend:
     except BaseException:
         db.close()
         raise
+
+
+def _create_tables(c: Conn) -> None:
+    """Only when missing: a role with no right to create tables can use
+    tables its administrator created from SCHEMA."""
+    row = c.execute("SELECT count(to_regclass(t)) FROM unnest(%s::text[]) AS t", (TABLES,))
+    if row.fetchone() != (len(TABLES),):
+        c.execute(SCHEMA)
 
 
 class PgSubscriberStore:
