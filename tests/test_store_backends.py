@@ -302,6 +302,9 @@ def test_an_unreachable_server_is_store_unavailable_and_the_password_stays_out()
         open_postgresql(dsn)
     assert "cannot connect to PostgreSQL" in str(info.value)
     assert "hunter2" not in str(info.value) and "hunter2" not in repr(info.value.__cause__)
+    with pytest.raises(StoreUnavailable, match="connection string is not valid") as info:
+        open_postgresql("host=db password=hunter2 port")  # a dsn_file changed after start-up
+    assert "hunter2" not in str(info.value) and info.value.__cause__ is None
 
 
 def test_a_role_that_may_not_create_tables_uses_the_tables_made_for_it(

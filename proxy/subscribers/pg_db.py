@@ -57,7 +57,10 @@ class PgDatabase:
         self.dsn = dsn
         self.session = SESSION.format(lock=int(lock_timeout))
         self.where = redact(dsn)
-        info = conninfo_to_dict(dsn)
+        try:
+            info = conninfo_to_dict(dsn)
+        except psycopg.Error:  # libpq's words may quote a piece of the password
+            raise PgUnavailable("the PostgreSQL connection string is not valid") from None
         extra = {k: v for k, v in DEFAULTS.items() if k not in info}
         if "PGCONNECT_TIMEOUT" in os.environ:
             extra.pop("connect_timeout", None)
