@@ -136,8 +136,8 @@ def preload(cfg: Config) -> ArtefactSlot:
 def prepare_subscriber_store(cfg: Config) -> None:
     """Create the store and switch it to WAL once, before the workers open
     it together: two first opens racing for that switch fail as locked."""
-    if not cfg.subscribers.enabled:
-        return
+    if not cfg.subscribers.enabled or cfg.subscribers.backend != "sqlite":
+        return  # PostgreSQL: the server creates its tables; nothing races
     path = Path(cfg.subscribers.data_dir) / "subscribers.sqlite3"
     try:
         with contextlib.closing(connect(path)) as db:
