@@ -5,11 +5,24 @@ slow disk never blocks SIP handling.
 
 Loss window on a crash: the lines of the last batch (at most 0.1 s of calls,
 ``FLUSH_INTERVAL``, or ``BATCH`` lines) and any batch the thread has not yet
-written. Each batch goes to the file in one ``os.write`` on an O_APPEND
-descriptor, so a crash never leaves half a line in the middle; only a
-SIGKILL inside a large write can cut the file's last line short (the
-kernel stops between pages), and the next start finds it and ends it with a
-newline, so it never merges with the next line (see ``_open_file``).
+written. tests/test_durability.py kills the process with SIGKILL right
+after 600 answered calls: 1 to 379 of them missing, each answered at most
+0.12 s before the kill (2,500 to 4,300 calls/s). Each batch goes to the file
+in one ``os.write`` on an O_APPEND descriptor, so a crash never leaves half
+a line in the middle; only a SIGKILL inside a large write can cut the
+file's last line short (the kernel stops between pages), and the next start
+finds it and ends it with a newline, so it never merges with the next line
+(see ``_open_file``).
+
+Why not zero loss: that needs each line in the kernel (the page cache,
+which outlives the process, not a power loss) before its call's answer is
+sent, so one ``os.write`` per call on the event loop. Measured with
+loadtest/bench_verdict_log.py (Python 3.11, ext4, 2 CPUs; thread CPU time
+per call, median of 9 rounds of 50,000): formatting alone 4.3 µs, format and
+batched hand-off (this design) 4.7-4.9 µs, format and os.write per line
+6.3 µs, one os.write per dispatch (one Screened each) 7.3 µs. The write
+costs 1.5 µs or more per call, over the 0.5 µs the hot path may give, and
+a stalled disk would stall SIP; so the batch and its window stay.
 """
 
 from __future__ import annotations

@@ -131,7 +131,10 @@ def test_the_verdict_log_loses_at_most_the_last_window_on_kill_9(tmp_path: Path)
     window = 3 * FLUSH_INTERVAL + 0.2
     assert all(killed - answered[c] < window for c in missing), (len(missing), window)
     assert list(answered)[: len(answered) - len(missing)] == [r["call_id"] for r in records]
+    oldest = max((killed - answered[c] for c in missing), default=0.0)
     print(f"verdict log after kill -9: {len(missing)} of {len(answered)} calls missing, "
+          f"the oldest answered {oldest:.3f} s before the kill "
+          f"({len(answered) / (killed - min(answered.values())):.0f} calls/s), "
           f"torn tail {len(torn)} bytes")  # fmt: skip
 
 
