@@ -16,8 +16,10 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -157,6 +159,8 @@ class DayWriter:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK | os.X_OK):  # found at start, not at the first call
+            raise PermissionError(errno.EACCES, "not writable", str(directory))
         self._open: dict[dt.date, sqlite3.Connection] = {}
 
     def insert(self, rows: Sequence[Row]) -> int:
