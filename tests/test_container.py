@@ -10,12 +10,12 @@ the directory, then the image's ENTRYPOINT and CMD run as ``nobody``, and
 its HEALTHCHECK command asked, before and after a stop. deploy/compose.yaml
 is parsed: its services, that every mounted file exists, that the Prometheus
 config passes ``promtool check config`` laid out as the mounts lay it out,
-and that each node config passes the project's own config loader.
+and that each node config passes the project's own config loader, [cluster]
+included.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -444,18 +444,11 @@ def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     return [(v.split(":")[0], v.split(":")[1]) for v in service.get("volumes", [])]
 
 
-def node_config(path: Path) -> tuple[Config, dict[str, Any]]:
-    """The project's loader on a node config, and its [cluster] table. Until
-    Config has a cluster field the loader rejects the section, so it is
-    taken out and checked here; once it lands, the loader checks it."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    cluster = dict(data["cluster"])
-    if "cluster" not in {f.name for f in dataclasses.fields(Config)}:
-        del data["cluster"]
-    return parse_config(data), cluster
+def node_config(path: Path) -> Config:
+    return parse_config(tomllib.loads(path.read_text(encoding="utf-8")))
 
 
-def node_configs(compose: dict[str, Any]) -> dict[str, tuple[Config, dict[str, Any]]]:
+def node_configs(compose: dict[str, Any]) -> dict[str, Config]:
     """Each proxy service's config file (as compose mounts it), loaded."""
     found = {}
     for name in PROXIES:
@@ -487,7 +480,7 @@ def test_compose_runs_two_proxies_redis_prometheus_and_grafana(compose: dict[str
 
 def test_each_node_config_passes_the_projects_loader(compose: dict[str, Any]) -> None:
     nodes = []
-    for name, (cfg, cluster) in node_configs(compose).items():
+    for name, cfg in node_configs(compose).items():
         service = compose["services"][name]
         by_target = {t: s for s, t in mounts(service)}
         assert cfg.sip.host == "0.0.0.0" and cfg.sip.advertised_host
@@ -500,12 +493,10 @@ def test_each_node_config_passes_the_projects_loader(compose: dict[str, Any]) ->
         assert any(p.endswith(f":{cfg.admin.port}/tcp") for p in service["ports"])
         drain = float(service["stop_grace_period"].removesuffix("s"))
         assert drain > cfg.sip.drain_seconds + 5
-        assert cluster["enabled"] is True and cluster["redis_url"] == "redis://redis:6379/0"
-        nodes.append(
-            (cluster["node"], cfg.subscribers.data_dir, by_target[cfg.subscribers.data_dir])
-        )
-    assert len({n for n, _, _ in nodes}) == len(PROXIES)  # node names unique
-    assert len({v for _, _, v in nodes}) == len(PROXIES)  # a store each
+        assert cfg.cluster.enabled and cfg.cluster.redis_url == "redis://redis:6379/0"
+        nodes.append((cfg.cluster.node, by_target[cfg.subscribers.data_dir]))
+    assert len({n for n, _ in nodes}) == len(PROXIES)  # node names unique
+    assert len({v for _, v in nodes}) == len(PROXIES)  # a store each
 
 
 def test_prometheus_scrapes_both_nodes_with_the_projects_rules(
@@ -518,7 +509,7 @@ def test_prometheus_scrapes_both_nodes_with_the_projects_rules(
     assert job["job_name"] == "robocall-shield"  # what the alerts and the dashboard select
     (static,) = job["static_configs"]
     nodes = node_configs(compose)
-    assert sorted(static["targets"]) == [f"{n}:{cfg.admin.port}" for n, (cfg, _) in nodes.items()]
+    assert sorted(static["targets"]) == [f"{n}:{cfg.admin.port}" for n, cfg in nodes.items()]
     sources = {t: s for s, t in mounts(prometheus)}
     assert (
         sources["/etc/prometheus/robocall-shield/alerts.yml"] == "../config/prometheus/alerts.yml"
