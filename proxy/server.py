@@ -36,6 +36,7 @@ from .kernel_drop import KernelDropError, KernelDropper
 from .metrics import Metrics
 from .overload import OverloadGuard, QueueMetrics, UdpQueueReader
 from .peers import PeerDirectory
+from .records.recorder import SWEEP_INTERVAL, DecisionRecorder
 from .reputation import ReputationEngine
 from .reputation.explain import explain_number
 from .routing import SwitchPool
@@ -63,7 +64,7 @@ LAG_PROBE = 0.1
 # config sections a SIGHUP cannot apply: listeners, sockets and state built at start
 RESTART_SECTIONS = (
     *("sip", "switches", "routing", "admin", "log", "blocklists", "subscribers"),
-    *("peers", "stir", "flood", "cluster"),
+    *("peers", "stir", "flood", "cluster", "records"),
 )
 FOLLOW_INTERVAL = 1.0  # seconds between a sibling's looks at the subscriber store
 # a store other nodes write (PostgreSQL): their changes apply here within 1 s
@@ -122,6 +123,15 @@ class Worker:
             raise StartupError(
                 f"cannot open verdict log {cfg.log.verdict_log}: {exc.strerror}"
             ) from None
+        self.records: DecisionRecorder | None = None
+        if cfg.records.enabled:
+            try:
+                self.records = DecisionRecorder(cfg.records)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot open the decision records in {cfg.records.dir}: {exc.strerror or exc}"
+                ) from None
+            self.metrics.registry.register(self.records)
         self.udp: UdpEdge | None = None
         self.ping_udp: UdpEdge | None = None
         self.own_udp: UdpEdge | None = None  # [sip] worker_port_base
@@ -149,6 +159,8 @@ class Worker:
                     self.metrics.send_errors.labels(ev.dest.transport).inc()
             elif isinstance(ev, Screened):
                 self.verdicts.write(ev)
+                if self.records is not None:
+                    self.records.add(ev, time.time(), self.metrics.peers.name_of(ev.call.source))
             elif isinstance(ev, AwaitCertificate):
                 self.background(self._await_certificate(ev, received_at))
             elif isinstance(ev, KernelDrop) and self.kernel is not None:
@@ -232,6 +244,8 @@ class Worker:
                 queries={"/admin/reputation/": self._admin_explain},
                 exposition=self._all_metrics if self.role is not None else None,
             )
+            if self.records is not None:
+                api.serve_traceback(self.records.directory)
             if self.subscribers is not None:
                 links = LinkSigner(_link_secret(self.cfg), self.cfg.public_url,
                                    self.cfg.subscribers.link_ttl)  # fmt: skip
@@ -247,6 +261,8 @@ class Worker:
             self._tasks.append(loop.create_task(self._health_loop()))
         self._tasks.append(loop.create_task(self._tcp_sweep()))
         self._tasks.append(loop.create_task(self._flush_verdicts()))
+        if self.records is not None and self.primary:
+            self._tasks.append(loop.create_task(self._sweep_records()))
         self._tasks.append(loop.create_task(self._freeze_long_lived()))
         self._tasks.append(loop.create_task(self._watch_loop_lag()))
         if self.cfg.cluster.enabled:
@@ -544,6 +560,13 @@ class Worker:
             await asyncio.sleep(FLUSH_INTERVAL)
             self.verdicts.flush()
 
+    async def _sweep_records(self) -> None:
+        """[records] retention: day files past retention_days go, at start and hourly."""
+        assert self.records is not None
+        while True:
+            await asyncio.to_thread(self.records.sweep)  # unlinks files: off the loop
+            await asyncio.sleep(SWEEP_INTERVAL)
+
     async def _watch_loop_lag(self) -> None:
         """Measure how late the loop runs a 100 ms timer, and how much waits
         in the UDP receive queue. Beyond [sip] overload_lag or
@@ -629,6 +652,8 @@ class Worker:
         if self.certs is not None:
             self.certs.close()
         self.verdicts.close()
+        if self.records is not None:
+            await asyncio.to_thread(self.records.close)  # writes what is queued
         if self.cluster is not None:
             await self.cluster.close()
         if self.subscribers is not None:
