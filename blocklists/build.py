@@ -83,6 +83,8 @@ def build(
     for src in sources:
         if not src.path.is_file():
             raise BuildError(f"{src.kind.value}:{src.path}: no such file")
+    if 0 < sum(src.kind is Kind.DNC for src in sources) < len(sources):
+        raise BuildError("dnc: sources build a National DNC artefact of their own: no other kinds")
     keys, flags, counts, days = array("Q"), array("B"), array("I"), array("H")
     allow, rules = array("Q"), list[PrefixRule]()
     reports: list[Report] = []

@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "sources",
         nargs="+",
         metavar="KIND:PATH",
-        help="ftc:, list:, block:, allow:, dno: or prefix: followed by a file path",
+        help="ftc:, list:, block:, allow:, dno: or prefix: followed by a file path; "
+        "dnc: alone builds a National Do Not Call artefact for [telemarketing] dnc_dir",
     )
     b.add_argument("-o", "--output", required=True, type=Path, help="artefact directory")
     b.add_argument("--fp-rate", type=float, help="Bloom false-positive rate (default: config)")

@@ -40,6 +40,10 @@ class Kind(enum.Enum):
     ALLOW = "allow"  # the operator's allow list: never blocked by a list
     DNO = "dno"  # Do-Not-Originate: a call claiming one is spoofed
     PREFIX = "prefix"  # prefix and range rules
+    # National Do Not Call Registry numbers: callees, for [telemarketing]
+    # dnc_dir only; a DNC artefact holds nothing else. A full-list download
+    # line may also read "AAA,NNNNNNN" (area code, comma, number).
+    DNC = "dnc"
 
 
 # Bits of the per-number flags byte in the artefact.
@@ -49,9 +53,16 @@ class Flag(enum.IntFlag):
     LIST = 4
     BLOCK = 8
     DNO = 16
+    NATIONAL_DNC = 32  # callee side: no caller check acts on it
 
 
-KIND_FLAG = {Kind.FTC: Flag.FTC, Kind.LIST: Flag.LIST, Kind.BLOCK: Flag.BLOCK, Kind.DNO: Flag.DNO}
+KIND_FLAG = {
+    Kind.FTC: Flag.FTC,
+    Kind.LIST: Flag.LIST,
+    Kind.BLOCK: Flag.BLOCK,
+    Kind.DNO: Flag.DNO,
+    Kind.DNC: Flag.NATIONAL_DNC,
+}
 PREFIX_ACTIONS = ("block", "label", "allow")
 KEEP_PROBLEMS = 1000
 
@@ -159,6 +170,8 @@ def _chunk_keys(report: Report, lines: list[bytes], first: int) -> array[int]:
             text = raw.decode("utf-8", "replace").split("#", 1)[0].strip()
             if not text:
                 continue
+            if report.source.kind is Kind.DNC and "," in text:
+                text = text.replace(",", "", 1)  # the registry's "AAA,NNNNNNN"
             key = number_key(text)
             if key is None:
                 report.problem(first + i + 1, f"not a telephone number: {text[:40]!r}")

@@ -25,6 +25,7 @@ from .sip.limits import Limits
 from .sip.numbers import e164_key
 from .stir.settings import StirConfig, parse_stir
 from .subscribers.settings import SubscriberConfig, parse_subscribers
+from .telemarketing.settings import TelemarketingConfig, parse_telemarketing
 
 PLACEHOLDER_REDRESS_URL = "https://redress.example.net/robocall-shield"
 CHECK_NAMES = (
@@ -166,6 +167,7 @@ class Config:
     stir: StirConfig = field(default_factory=StirConfig)
     flood: FloodConfig = field(default_factory=FloodConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    telemarketing: TelemarketingConfig = field(default_factory=TelemarketingConfig)
 
     @property
     def public_url(self) -> str:
@@ -205,10 +207,11 @@ def parse_config(data: dict[str, Any]) -> Config:
         reputation=parse_reputation(root.sub("reputation")),
         subscribers=(subs := parse_subscribers(root.sub("subscribers"))),
         records=parse_records(root.sub("records"), subs.data_dir, subs.enabled),
-        peers=parse_peers(root.data.pop("peers", None)),
+        peers=(peers := parse_peers(root.data.pop("peers", None))),
         stir=parse_stir(root.sub("stir")),
         flood=parse_flood(root.sub("flood")),
         cluster=parse_cluster(root.sub("cluster")),
+        telemarketing=parse_telemarketing(root.sub("telemarketing"), (p.name for p in peers)),
     )
     root.done()
     if cfg.redress.url == PLACEHOLDER_REDRESS_URL and cfg.subscribers.enabled and cfg.admin.enabled:

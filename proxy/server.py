@@ -52,6 +52,8 @@ from .subscribers.pages import Pages
 from .subscribers.service import SubscriberService
 from .subscribers.settings import SubscriberConfig
 from .supervisor import WorkerRole
+from .telemarketing.check import Telemarketing
+from .telemarketing.zones import ZoneError
 from .transport.tcp import TcpEdge
 from .transport.udp import UdpEdge
 from .verdict_log import FLUSH_INTERVAL, VerdictLog
@@ -64,7 +66,7 @@ LAG_PROBE = 0.1
 # config sections a SIGHUP cannot apply: listeners, sockets and state built at start
 RESTART_SECTIONS = (
     *("sip", "switches", "routing", "admin", "log", "blocklists", "subscribers"),
-    *("peers", "stir", "flood", "cluster", "records"),
+    *("peers", "stir", "flood", "cluster", "records", "telemarketing"),
 )
 FOLLOW_INTERVAL = 1.0  # seconds between a sibling's looks at the subscriber store
 # a store other nodes write (PostgreSQL): their changes apply here within 1 s
@@ -96,6 +98,12 @@ class Worker:
             self.subscriber_check = SubscriberCheck(
                 self.subscribers.index, self.subscribers.global_allow
             )
+        self.telemarketing: Telemarketing | None = None
+        if cfg.telemarketing.enabled:
+            try:
+                self.telemarketing = Telemarketing(cfg.telemarketing, cfg.peers)
+            except ZoneError as exc:
+                raise StartupError(f"[telemarketing]: {exc}") from None
         self.core = StatelessProxy(
             cfg,
             self._pipeline(cfg),
@@ -217,6 +225,9 @@ class Worker:
             else:
                 await self.lists.reload("start-up")  # a failure is logged; calls still flow
             self._tasks.append(loop.create_task(self.lists.watch()))
+        if self.telemarketing is not None:  # a failed DNC load is logged; calls still flow
+            await self.telemarketing.start(self.metrics.registry)
+            self._tasks.append(loop.create_task(self.telemarketing.watch()))
         if self.role is not None and not self.role.primary:
             self._closers.append(await serve_link(
                 self.role.link_socket(self.role.index),
@@ -445,8 +456,9 @@ class Worker:
 
     def _pipeline(self, cfg: Config) -> Pipeline:
         return build_pipeline(
-            cfg.screening, self.slot, cfg.blocklists, self.reputation, self.subscriber_check
-        )
+            cfg.screening, self.slot, cfg.blocklists, self.reputation, self.subscriber_check,
+            self.telemarketing.stage if self.telemarketing is not None else None,
+        )  # fmt: skip
 
     def _stir(self, cfg: StirConfig) -> StirVerifier:
         """The verifier, its certificate cache and fetcher, and their metrics."""
@@ -649,6 +661,8 @@ class Worker:
             if edge is not None:
                 edge.close()
         self.lists.close()
+        if self.telemarketing is not None:
+            self.telemarketing.close()
         if self.certs is not None:
             self.certs.close()
         self.verdicts.close()
@@ -718,6 +732,8 @@ def _reload(worker: Worker, path: str | None) -> None:
     config file; a bad config file keeps the running policy."""
     worker.verdicts.reopen()  # logrotate sends SIGHUP too
     worker.background(worker.lists.reload("SIGHUP"))
+    if worker.telemarketing is not None:
+        worker.background(worker.telemarketing.reload("SIGHUP"))
     try:
         new = load_config(path)
     except ConfigError as exc:

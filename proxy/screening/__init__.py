@@ -42,6 +42,7 @@ def build_pipeline(
     lists: BlocklistConfig | None = None,
     reputation: ReputationEngine | None = None,
     subscribers: SubscriberCheck | None = None,
+    telemarketing: Stage | None = None,
 ) -> Pipeline:
     """The chain, in order: emergency, the subscriber's own lists, allow
     lists, blocks, labels, then the reputation score, acted on per the
@@ -66,4 +67,7 @@ def build_pipeline(
     if reputation is not None:
         policy_for = subscribers.policy_for if subscribers is not None else None
         checks.append(ReputationCheck(reputation, policy_for))
-    return Pipeline([Stage(c, Mode(cfg.modes[c.name])) for c in checks])
+    stages = [Stage(c, Mode(cfg.modes[c.name])) for c in checks]
+    if telemarketing is not None:  # [telemarketing]: right after emergency, before any allow list
+        stages.insert(1, telemarketing)
+    return Pipeline(stages)
