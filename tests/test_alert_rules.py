@@ -39,6 +39,10 @@ UNIT_TESTED = {
     "StirVerificationFailing",
     "NewCallsThrottled",
     "UdpReceiveDrops",
+    "ClusterDegraded",
+    "ClusterRowsDropped",
+    "ClusterBlocklistMismatch",
+    "DecisionRecordsDropped",
 }
 
 # Prometheus's own series; every other name is the proxy's
@@ -119,6 +123,8 @@ async def test_every_metric_the_dashboard_and_alerts_name_is_exported(tmp_path: 
             "subscribers": {"data_dir": str(tmp_path / "data")},
             "stir": {"enabled": True, "trust_dir": str(tmp_path / "sti-ca")},
             "peers": [{"name": "trunk", "addresses": ["192.0.2.0/24"]}],
+            # nothing listens there: the link starts degraded, its metrics exported
+            "cluster": {"enabled": True, "redis_url": "redis://127.0.0.1:1/0", "timeout": 0.2},
         }
     )
     worker = Worker(cfg)

@@ -63,6 +63,7 @@ from .promlab import (
     start_switch,
     substitute,
 )
+from .redis_server import RedisServer
 
 STATIC_BLOCKED = "+12125550100"  # [screening] block
 STATIC_LABELLED = "+12125550111"  # [screening] label
@@ -91,6 +92,10 @@ ALERT_NAMES = [
     "StirCertificateFetchesFailing",
     "StirVerificationFailing",
     "NewCallsThrottled",
+    "ClusterDegraded",
+    "ClusterRowsDropped",
+    "ClusterBlocklistMismatch",
+    "DecisionRecordsDropped",
 ]
 
 # The live test loads a copy of alerts.yml with every window and offset
@@ -151,6 +156,10 @@ QUIET_ALERTS = {
     "StirCertificateFetchesFailing": "[stir] is off: no certificate is fetched",
     "StirVerificationFailing": "[stir] is off: no call is verified",
     "NewCallsThrottled": "every new call is admitted at 30 calls/s",
+    "ClusterDegraded": "the lab's Redis is up all along",
+    "ClusterRowsDropped": "Redis never went away: no row waited, none was dropped",
+    "ClusterBlocklistMismatch": "the only node: nobody announces another version",
+    "DecisionRecordsDropped": "the writer keeps up with 30 calls/s",
 }
 
 # Alerts of the form `<quantity> <comparison> <number>`: the quantity alone
@@ -315,7 +324,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     work = tmp_path_factory.mktemp("prometheus-lab")
     lab = Lab(work)
     prom = PrometheusServer(work / "prometheus")
+    redis = RedisServer(work / "redis")  # [cluster]: a real link, so its panels have data
     try:
+        redis.start()
         lists = build_blocklist(work, [LIST_BLOCKED], [f"{OBSERVED_PREFIX[:5]} label"])
         version = json.loads((lists / "manifest.json").read_text())["version"]
 
@@ -350,6 +361,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                     "[[peers]]",
                     f'name = "{PEER}"',
                     f'addresses = ["{HOST}/32"]',
+                    "",
+                    "[cluster]",
+                    "enabled = true",
+                    f"redis_url = {json.dumps(redis.url)}",
+                    'node = "lab"',
                     "",
                 ]
             ),
@@ -395,6 +411,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     finally:
         prom.stop()
         lab.close()
+        redis.kill()
 
 
 # -- live: the checks ------------------------------------------------------------
