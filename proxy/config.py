@@ -17,6 +17,7 @@ from typing import Any
 from .cluster.settings import ClusterConfig, parse_cluster
 from .config_table import MODES, ConfigError, Table
 from .flood import FloodConfig, parse_flood
+from .gateway.settings import PeerPolicyConfig, parse_peer_policy
 from .peers import PeerConfig, parse_peers
 from .records.settings import RecordsConfig, parse_records
 from .reputation.settings import ReputationConfig, parse_reputation
@@ -109,7 +110,9 @@ class AdminConfig:
     port: int = 8080
     # bearer token for the API (or ROBOCALL_SHIELD_TOKEN); without one the
     # authenticated endpoints are off and the server stays on loopback
-    token: str = ""
+    token: str = field(default="", repr=False)
+    # or a file holding it (a container secret); read when the config is
+    token_file: str = ""
     # HTTPS for the admin API and the pages: a PEM certificate chain and key
     tls_cert: str = ""
     tls_key: str = ""
@@ -168,6 +171,7 @@ class Config:
     flood: FloodConfig = field(default_factory=FloodConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     telemarketing: TelemarketingConfig = field(default_factory=TelemarketingConfig)
+    peer_policy: PeerPolicyConfig = field(default_factory=PeerPolicyConfig)
 
     @property
     def public_url(self) -> str:
@@ -212,6 +216,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         flood=parse_flood(root.sub("flood")),
         cluster=parse_cluster(root.sub("cluster")),
         telemarketing=parse_telemarketing(root.sub("telemarketing"), (p.name for p in peers)),
+        peer_policy=parse_peer_policy(root.sub("peer_policy"), subs.data_dir),
     )
     root.done()
     if cfg.redress.url == PLACEHOLDER_REDRESS_URL and cfg.subscribers.enabled and cfg.admin.enabled:
@@ -352,10 +357,21 @@ def _admin(t: Table) -> AdminConfig:
         host=t.ip("host", d.host),
         port=t.integer("port", d.port, 1, 65535),
         token=t.string("token", d.token),
+        token_file=t.string("token_file", d.token_file),
         tls_cert=t.string("tls_cert", d.tls_cert),
         tls_key=t.string("tls_key", d.tls_key),
     )
     t.done()
+    if cfg.token_file:
+        if cfg.token:
+            raise ConfigError("admin.token_file", "set token or token_file, not both")
+        try:
+            token = Path(cfg.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError("admin.token_file", f"cannot read {cfg.token_file!r}: {exc}") from None
+        if not token:
+            raise ConfigError("admin.token_file", f"{cfg.token_file!r} is empty")
+        cfg = replace(cfg, token=token)
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("admin.tls_key", "set both tls_cert and tls_key, or neither")
     for key, path in (("tls_cert", cfg.tls_cert), ("tls_key", cfg.tls_key)):

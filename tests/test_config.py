@@ -210,3 +210,21 @@ def test_subscriber_store_on_postgresql(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is empty"):
         parse_config({"subscribers": {"backend": "postgresql", "dsn_file": str(secret)}})
     assert parse_config({}).subscribers.backend == "sqlite"
+
+
+def test_admin_token_from_a_file_never_in_the_repr(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("a-token-of-24-characters\n")
+    cfg = parse_config({"admin": {"token_file": str(secret)}})
+    assert cfg.admin.token == "a-token-of-24-characters"
+    assert "a-token-of-24" not in repr(cfg)
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config({"admin": {"token_file": str(secret), "token": "x" * 20}})
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_config({"admin": {"token_file": str(tmp_path / "missing")}})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        parse_config({"admin": {"token_file": str(tmp_path / "empty")}})
+    (tmp_path / "short").write_text("short\n")
+    with pytest.raises(ConfigError, match="16 characters"):
+        parse_config({"admin": {"token_file": str(tmp_path / "short")}})
