@@ -7,12 +7,19 @@ among them. The edges in ``proxy.transport`` do the actual I/O.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from collections.abc import Callable
 from dataclasses import replace
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from .addressing import (
+    TRANSPORTS,
+    bracket,
+    is_sos,
+    received_via,
+    reply_address,
+    uri_address,
+    usable_ip,
+)
 from .config import Config, RedressConfig, SwitchConfig
 from .events import (
     Address,
@@ -42,8 +49,6 @@ from .sip import (
     SipParseError,
     SipRequest,
     SipResponse,
-    Uri,
-    Via,
     build_response,
     call_facts,
     parse_datagram,
@@ -71,24 +76,10 @@ SCREENED_METHODS = frozenset(("INVITE", "MESSAGE"))
 DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"))
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, PRACK, UPDATE, INFO, REFER, NOTIFY, SUBSCRIBE"
 COOKIE = "z9hG4bK"
-TRANSPORTS = frozenset(("udp", "tcp", "tls"))
-CONNECTED = frozenset(("tcp", "tls"))  # a response goes back on the connection
 
 
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
-
-
-@lru_cache(maxsize=4096)
-def usable_ip(host: str) -> bool:
-    """An IP literal we may send to: not broadcast, multicast or unspecified."""
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if ip.is_multicast or ip.is_unspecified:
-        return False
-    return not (ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"))
 
 
 def blocked_reason(redress: RedressConfig) -> str:
@@ -122,7 +113,7 @@ class StatelessProxy:
         self.stir: StirVerifier | None = None  # set by the worker when [stir] is enabled
         self.pipeline = pipeline
         self.pool = pool
-        self.host = _bracket(cfg.sip.public_host)
+        self.host = bracket(cfg.sip.public_host)
         self.port = cfg.sip.port
         # the port in our health checks' Via: a worker sharing the SIP port
         # with siblings pings from a socket of its own, so the answer comes
@@ -132,7 +123,7 @@ class StatelessProxy:
         # with [sip] worker_port_base, the worker's own (self.port is then that)
         self.tls_port = cfg.sip.tls_port  # SIP over TLS; 0: off
         self.local_ports = frozenset(p for p in (self.port, self.tls_port) if p)
-        self.local_hosts = frozenset((_bracket(cfg.sip.host), self.host))
+        self.local_hosts = frozenset((bracket(cfg.sip.host), self.host))
         self.switch_hosts = frozenset(s.host for s in cfg.switches)
         # who may send requests: the [[peers]] (and the switches, always);
         # None when every source is accepted
@@ -249,9 +240,9 @@ class StatelessProxy:
             exc.status,
             _REASONS.get(exc.status, "Bad Request"),
             to_tag=self._tag(call_id, from_tag, top.branch) if needs_tag else None,
-            top_via=self._received_via(top, source),
+            top_via=received_via(top, source),
         )
-        return [bad, Send(self._reply_address(top, source), data), Replied(exc.status, "?")]
+        return [bad, Send(reply_address(top, source), data), Replied(exc.status, "?")]
 
     def pings(self, now: float) -> list[Event]:
         """OPTIONS health checks that are due now."""
@@ -268,11 +259,11 @@ class StatelessProxy:
                 ),
                 ("Max-Forwards", "70"),
                 ("From", f"<sip:robocall-shield@{self.host}:{self.port}>;tag={self.nonce}"),
-                ("To", f"<sip:{_bracket(sw.host)}:{sw.port}>"),
+                ("To", f"<sip:{bracket(sw.host)}:{sw.port}>"),
                 ("Call-ID", call_id),
                 ("CSeq", f"{self._ping_seq} OPTIONS"),
             ]
-            data = serialize_request("OPTIONS", f"sip:{_bracket(sw.host)}:{sw.port}", headers, b"")
+            data = serialize_request("OPTIONS", f"sip:{bracket(sw.host)}:{sw.port}", headers, b"")
             self.pool.ping_sent(state, call_id, now)
             out.append(Send(Address(sw.host, sw.port, sw.transport), data))
         return out
@@ -283,7 +274,7 @@ class StatelessProxy:
         self, req: SipRequest, source: Address, now: float, waited: bool = False
     ) -> list[Event]:
         top = req.vias[0]
-        top_via = self._received_via(top, source)
+        top_via = received_via(top, source)
         method = req.method
 
         screened: str | None = None  # the Call-ID of a call reputation is tracking
@@ -297,7 +288,7 @@ class StatelessProxy:
             data = build_response(
                 req.headers, status, reason, to_tag=new_tag, top_via=top_via, extra=extra
             )
-            return [Send(self._reply_address(top, source), data), Replied(status, method)]
+            return [Send(reply_address(top, source), data), Replied(status, method)]
 
         initial = req.to.tag is None
         if (
@@ -310,7 +301,7 @@ class StatelessProxy:
             if method == "ACK" or self.cfg.sip.unknown_sources == "drop":
                 return [Dropped("unknown-source", source.host)]
             return reply(403, "Forbidden (unknown source)")
-        if req.uri.scheme not in ROUTABLE_SCHEMES and not _is_sos(req.uri):
+        if req.uri.scheme not in ROUTABLE_SCHEMES and not is_sos(req.uri):
             return reply(416, "Unsupported URI Scheme")
         call: CallFacts | None = None
         if initial and method in SCREENED_METHODS:
@@ -320,7 +311,7 @@ class StatelessProxy:
             if (
                 self.admit < 1.0
                 and not self._admitted()
-                and not _is_sos(req.uri)
+                and not is_sos(req.uri)
                 and not self._emergency(call)
             ):
                 return [Shed(method), *reply(503, "Service Unavailable", (("Retry-After", "5"),))]
@@ -329,7 +320,7 @@ class StatelessProxy:
                 flood is not None
                 and call.caller_key is not None
                 and not flood.caller(call.caller_key, now)
-                and not _is_sos(req.uri)
+                and not is_sos(req.uri)
                 and not self._emergency(call)
             ):
                 if not flood.reply:
@@ -408,13 +399,13 @@ class StatelessProxy:
             if ended is not None:
                 events.append(CallOutcome(ended[0], duration=ended[1]))
         if popped < len(routes):
-            dest = self._uri_address(routes[popped].uri)
+            dest = uri_address(routes[popped].uri)
         elif (
             from_switch
             and req.uri.scheme in ("sip", "sips")
             and not self._is_us(req.uri.host, req.uri.port)
         ):
-            dest = self._uri_address(req.uri)
+            dest = uri_address(req.uri)
         else:
             switch = self.pool.choose(req.call_id, now)
             if switch is None:
@@ -569,7 +560,7 @@ class StatelessProxy:
         try:
             if msg.method in SCREENED_METHODS and msg.to.tag is None:
                 call = call_facts(msg, source.host, now)
-                if _is_sos(msg.uri) or self._emergency(call):
+                if is_sos(msg.uri) or self._emergency(call):
                     return None
         except SipParseError:
             return self._ip_limited(over, source, "drop")
@@ -584,10 +575,10 @@ class StatelessProxy:
             503,
             "Service Unavailable",
             to_tag=tag,
-            top_via=self._received_via(top, source),
+            top_via=received_via(top, source),
             extra=(("Retry-After", str(self.flood.cfg.retry_after)),),
         )
-        return [*events, Send(self._reply_address(top, source), data), Replied(503, msg.method)]
+        return [*events, Send(reply_address(top, source), data), Replied(503, msg.method)]
 
     def _ip_limited(self, over: int, source: Address, action: str) -> list[Event]:
         limited = Limited("ip", action)
@@ -639,50 +630,6 @@ class StatelessProxy:
     def _tag(self, call_id: str, from_tag: str | None, branch: str | None) -> str:
         """To-tag of our own responses; an ACK carrying it is ours to absorb."""
         return self._tag_prefix + _digest(f"{call_id}|{from_tag}|{branch}|{self.nonce}")[:8]
-
-    def _received_via(self, top: Via, source: Address) -> str | None:
-        """The top Via with received/rport filled in (RFC 3261 §18.2.1, RFC
-        3581), or None if unchanged. TCP peers always get rport so a response
-        finds its way back to the connection."""
-        params = top.params
-        add_received = top.host.strip("[]") != source.host
-        add_rport = (
-            "rport" in params and params["rport"] is None
-        ) or source.transport in CONNECTED
-        if not add_received and not add_rport:
-            return None
-        params = dict(params)
-        if add_received:
-            params["received"] = source.host
-        if add_rport:
-            params["rport"] = str(source.port)
-        text = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
-        return f"SIP/2.0/{top.transport} {top.sent_by}{text}"
-
-    @staticmethod
-    def _reply_address(top: Via, source: Address) -> Address:
-        if source.transport in CONNECTED or "rport" in top.params:
-            return source
-        return Address(source.host, top.port or 5060, source.transport)
-
-    @staticmethod
-    def _uri_address(uri: Uri) -> Address | None:
-        if not usable_ip(uri.host):
-            return None
-        default = "tls" if uri.scheme == "sips" else "udp"
-        transport = (uri.params.get("transport") or default).lower()
-        if transport not in TRANSPORTS:
-            return None
-        return Address(uri.host.strip("[]"), uri.port or 5060, transport)
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _is_sos(uri: Uri) -> bool:
-    """NG911 service URNs (RFC 5031): urn:service:sos and its sub-services."""
-    return uri.scheme == "urn" and uri.raw.lower().startswith("urn:service:sos")
 
 
 def _raw_tag(value: str) -> str | None:
