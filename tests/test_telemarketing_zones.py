@@ -13,7 +13,7 @@ from proxy.telemarketing import zones as zones_module
 from proxy.telemarketing.settings import PRESETS
 from proxy.telemarketing.zones import CONTINENTAL_US, ZoneClock, ZoneError, ZoneTable
 
-TSR = PRESETS["tsr"]
+TSR = (PRESETS["tsr"][0] * 60, PRESETS["tsr"][1] * 60)  # seconds of the day
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ class TelemarketingCheck:
         wall_offset: float = 0.0,
     ) -> None:
         self.trunks = cfg.trunks
-        self.start, self.end = cfg.start, cfg.end
+        self.start, self.end = cfg.start * 60.0, cfg.end * 60.0  # seconds of the day
         self.peers = peers
         self.zones = zones
         self.dnc = dnc
