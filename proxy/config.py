@@ -17,6 +17,7 @@ from typing import Any
 from .cluster.settings import ClusterConfig, parse_cluster
 from .config_table import MODES, ConfigError, Table
 from .flood import FloodConfig, parse_flood
+from .gateway.settings import PeerPolicyConfig, parse_peer_policy
 from .peers import PeerConfig, parse_peers
 from .records.settings import RecordsConfig, parse_records
 from .reputation.settings import ReputationConfig, parse_reputation
@@ -170,6 +171,7 @@ class Config:
     flood: FloodConfig = field(default_factory=FloodConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     telemarketing: TelemarketingConfig = field(default_factory=TelemarketingConfig)
+    peer_policy: PeerPolicyConfig = field(default_factory=PeerPolicyConfig)
 
     @property
     def public_url(self) -> str:
@@ -214,6 +216,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         flood=parse_flood(root.sub("flood")),
         cluster=parse_cluster(root.sub("cluster")),
         telemarketing=parse_telemarketing(root.sub("telemarketing"), (p.name for p in peers)),
+        peer_policy=parse_peer_policy(root.sub("peer_policy"), subs.data_dir),
     )
     root.done()
     if cfg.redress.url == PLACEHOLDER_REDRESS_URL and cfg.subscribers.enabled and cfg.admin.enabled:

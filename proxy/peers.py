@@ -1,10 +1,16 @@
 """Upstream peers by name: ``[[peers]]`` in the config maps source addresses
 and CIDRs to a trunk name, the label metrics and dashboards use. Anything
-else is ``unknown``, so the label set stays bounded by the config."""
+else is ``unknown``, so the label set stays bounded by the config.
+
+A peer may also name its FCC filings (``frn``, ``rmd``: matched against the
+Robocall Mitigation Database, see ``proxy.gateway``), the role it plays for
+us (``rmd_role``: which certification it needs), and its initial action
+(``action``, with ``throttle_cps`` for "throttle")."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +21,13 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 TRANSPORTS = ("any", "udp", "tcp", "tls")
+# peer-level actions, mildest first: each one does what the ones before it do
+PEER_ACTIONS = ("observe", "label", "throttle", "block")
+# the RMD certification a peer needs: any role, or the one it plays for us
+RMD_ROLES = ("any", "voice", "gateway", "intermediate")
+MAX_CPS = 100_000.0
+_FRN = re.compile(r"[0-9]{10}")
+_RMD = re.compile(r"RMD[0-9]{7}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +35,11 @@ class PeerConfig:
     name: str
     addresses: tuple[str, ...]
     transport: str = "any"  # the transport the peer may use; "any": all of them
+    frn: str = ""  # FCC Registration Number, 10 digits as text (leading zeros matter)
+    rmd: str = ""  # its Robocall Mitigation Database filing, RMD + 7 digits
+    rmd_role: str = "any"
+    action: str = "observe"  # initial peer-level action (an operator may override it)
+    throttle_cps: float = 0.0  # calls per second admitted while throttled
 
 
 def parse_peers(value: Any) -> tuple[PeerConfig, ...]:
@@ -41,15 +59,51 @@ def parse_peers(value: Any) -> tuple[PeerConfig, ...]:
         if not addresses:
             raise ConfigError(f"peers[{i}].addresses", "list at least one address or CIDR")
         transport = t.string("transport", "any", TRANSPORTS)
+        frn, rmd = _frn(t), _rmd_number(t)
+        rmd_role = t.string("rmd_role", "any", RMD_ROLES)
+        action = t.string("action", "observe", PEER_ACTIONS)
+        cps = t.number("throttle_cps", 0.0, 0.0, MAX_CPS)
         t.done()
-        out.append(PeerConfig(name, addresses, transport))
+        if action == "throttle" and cps <= 0:
+            raise ConfigError(t.key("throttle_cps"), 'action "throttle" needs a rate above 0')
+        out.append(PeerConfig(name, addresses, transport, frn, rmd, rmd_role, action, cps))
     return tuple(out)
+
+
+def valid_frn(text: str) -> bool:
+    return _FRN.fullmatch(text) is not None
+
+
+def valid_rmd_number(text: str) -> bool:
+    return _RMD.fullmatch(text) is not None
+
+
+def _frn(t: Table) -> str:
+    value = t.data.get("frn", "")
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ConfigError(
+            t.key("frn"), "write the FRN as a quoted string: a number loses its leading zeros"
+        )
+    frn = t.string("frn", "").strip()
+    if frn and not valid_frn(frn):
+        raise ConfigError(
+            t.key("frn"), f"expected 10 digits (an FCC Registration Number), got {frn!r}"
+        )
+    return frn
+
+
+def _rmd_number(t: Table) -> str:
+    rmd = t.string("rmd", "").strip().upper()
+    if rmd and not valid_rmd_number(rmd):
+        raise ConfigError(t.key("rmd"), f"expected RMD and 7 digits (e.g. RMD0012345), got {rmd!r}")
+    return rmd
 
 
 class PeerDirectory:
     """Source address -> peer name, memoised (bounded) per address."""
 
     def __init__(self, peers: tuple[PeerConfig, ...]) -> None:
+        self.peers = peers
         self.names = (*(p.name for p in peers), UNKNOWN)
         self._transport = {p.name: p.transport for p in peers}
         self._nets: list[tuple[_Network, str]] = sorted(

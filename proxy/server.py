@@ -32,6 +32,9 @@ from .config_table import ConfigError
 from .core import StatelessProxy
 from .drain import Drain
 from .events import AwaitCertificate, Event, KernelDrop, Screened, Send
+from .gateway.admin import PeerAdmin
+from .gateway.metrics import StatsMetrics
+from .gateway.service import PeerService
 from .kernel_drop import KernelDropError, KernelDropper
 from .metrics import Metrics
 from .overload import OverloadGuard, QueueMetrics, UdpQueueReader
@@ -41,6 +44,7 @@ from .reputation import ReputationEngine
 from .reputation.explain import explain_number
 from .routing import SwitchPool
 from .screening import Pipeline, SubscriberCheck, build_pipeline
+from .screening.peer_check import PeerStages
 from .stir.certs import CertificateCache, HttpsFetcher
 from .stir.chain import TrustStore, TrustStoreError
 from .stir.checker import StirVerifier
@@ -104,6 +108,15 @@ class Worker:
                 self.telemarketing = Telemarketing(cfg.telemarketing, cfg.peers)
             except ZoneError as exc:
                 raise StartupError(f"[telemarketing]: {exc}") from None
+        self.peer_service: PeerService | None = None  # [[peers]] actions, RMD, statistics
+        if cfg.peers:
+            try:
+                self.peer_service = PeerService(
+                    cfg.peers, cfg.peer_policy, cfg.reputation.short_call_seconds
+                )
+            except (OSError, sqlite3.Error) as exc:
+                where = cfg.peer_policy.store
+                raise StartupError(f"cannot open the peer store {where}: {exc}") from None
         self.core = StatelessProxy(
             cfg,
             self._pipeline(cfg),
@@ -112,7 +125,11 @@ class Worker:
             self.reputation,
             timer=time.perf_counter,
         )
-        self.metrics = Metrics(self.pool, peers=PeerDirectory(cfg.peers))
+        self.metrics = (
+            StatsMetrics(self.pool, self.peer_service)  # also feeds the peer statistics
+            if self.peer_service is not None
+            else Metrics(self.pool, peers=PeerDirectory(cfg.peers))
+        )
         self.certs: CertificateCache | None = None
         if cfg.stir.enabled:
             self.core.stir = self._stir(cfg.stir)
@@ -237,6 +254,8 @@ class Worker:
             not self.primary or self.cfg.subscribers.backend != "sqlite"
         ):  # a shared store (PostgreSQL) is written by other nodes too
             self._tasks.append(loop.create_task(self._follow_subscribers()))
+        if self.peer_service is not None and not self.primary:  # the admin worker's overrides
+            self._tasks.append(loop.create_task(self.peer_service.follow()))
         if self.cfg.admin.enabled and self.primary:
             admin = self.cfg.admin
             token = admin.token or os.environ.get(TOKEN_ENV, "")
@@ -257,6 +276,8 @@ class Worker:
             )
             if self.records is not None:
                 api.serve_traceback(self.records.directory)
+            if self.peer_service is not None:
+                PeerAdmin(self.peer_service).register(api)
             if self.subscribers is not None:
                 links = LinkSigner(_link_secret(self.cfg), self.cfg.public_url,
                                    self.cfg.subscribers.link_ttl)  # fmt: skip
@@ -458,6 +479,8 @@ class Worker:
         return build_pipeline(
             cfg.screening, self.slot, cfg.blocklists, self.reputation, self.subscriber_check,
             self.telemarketing.stage if self.telemarketing is not None else None,
+            PeerStages(self.peer_service.actions, self.peer_service.mode)
+            if self.peer_service is not None else None,
         )  # fmt: skip
 
     def _stir(self, cfg: StirConfig) -> StirVerifier:
@@ -554,6 +577,8 @@ class Worker:
         self.core.reputation = self.reputation
         if self.cluster is not None:
             self.cluster.attach(self.reputation)
+        if self.peer_service is not None:  # [peer_policy] at once; SIGHUP re-reads the RMD
+            self.peer_service.configure(new.peer_policy, new.reputation.short_call_seconds)
         applied = replace(
             self.cfg, screening=new.screening, redress=new.redress, reputation=new.reputation
         )
@@ -740,6 +765,8 @@ def _reload(worker: Worker, path: str | None) -> None:
         log.error("reload rejected, running policy kept: config error: %s", exc)
         return
     skipped = worker.reload(new)
+    if worker.peer_service is not None:
+        worker.background(worker.peer_service.reload("SIGHUP"))
     log.info("reloaded screening policy from %s", path or "embedded defaults")
     if skipped:
         log.warning("changes to [%s] need a restart to take effect", "], [".join(skipped))

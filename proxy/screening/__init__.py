@@ -14,6 +14,7 @@ from .list_checks import (
     InvalidNumberCheck,
     PrefixRuleCheck,
 )
+from .peer_check import PeerStages
 from .pipeline import Check, Pipeline, Screening, Stage
 from .reputation_check import ReputationCheck
 from .subscriber_check import SubscriberCheck
@@ -43,6 +44,7 @@ def build_pipeline(
     reputation: ReputationEngine | None = None,
     subscribers: SubscriberCheck | None = None,
     telemarketing: Stage | None = None,
+    peers: PeerStages | None = None,
 ) -> Pipeline:
     """The chain, in order: emergency, the subscriber's own lists, allow
     lists, blocks, labels, then the reputation score, acted on per the
@@ -70,4 +72,6 @@ def build_pipeline(
     stages = [Stage(c, Mode(cfg.modes[c.name])) for c in checks]
     if telemarketing is not None:  # [telemarketing]: right after emergency, before any allow list
         stages.insert(1, telemarketing)
+    if peers is not None:  # [[peers]] actions: a gate after emergency, a label before reputation
+        stages = peers.arrange(stages)
     return Pipeline(stages)
