@@ -368,7 +368,8 @@ def _admin(t: Table) -> AdminConfig:
         try:
             token = Path(cfg.token_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("admin.token_file", f"cannot read {cfg.token_file!r}: {exc}") from None
+            problem = f"cannot read {cfg.token_file!r}: {exc}"
+            raise ConfigError("admin.token_file", problem) from None
         if not token:
             raise ConfigError("admin.token_file", f"{cfg.token_file!r} is empty")
         cfg = replace(cfg, token=token)
