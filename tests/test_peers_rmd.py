@@ -218,9 +218,7 @@ def test_the_effective_action_is_the_stricter_of_own_and_policy() -> None:
         peer("careless", rmd="RMD0000002", action="throttle", throttle_cps=9.0),
         peer("blocked", frn="0000000101", action="block"),
     )
-    policy = PeerPolicyConfig(
-        missing_from_rmd="block", not_mitigating="throttle", throttle_cps=3
-    )
+    policy = PeerPolicyConfig(missing_from_rmd="block", not_mitigating="throttle", throttle_cps=3)
     actions = PeerActions(peers, policy)
     # before any RMD data: only the configured actions
     assert {n: v.effective.text() for n, v in actions.views.items()} == {
