@@ -103,7 +103,6 @@ class PeerDirectory:
     """Source address -> peer name, memoised (bounded) per address."""
 
     def __init__(self, peers: tuple[PeerConfig, ...]) -> None:
-        self.peers = peers
         self.names = (*(p.name for p in peers), UNKNOWN)
         self._transport = {p.name: p.transport for p in peers}
         self._nets: list[tuple[_Network, str]] = sorted(
