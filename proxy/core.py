@@ -652,6 +652,7 @@ _REASONS = {
     420: "Bad Extension",
     433: "Anonymity Disallowed",
     483: "Too Many Hops",
+    503: "Service Unavailable",
     505: "Version Not Supported",
     607: "Unwanted",
 }

@@ -140,7 +140,7 @@ def test_throttle_admits_n_per_second_and_answers_the_rest_503() -> None:
         statuses.append(next((e.status for e in events if isinstance(e, Replied)), None))
     assert statuses == [None, None, None, 503, 503]
     throttled = call(core, GATEWAY, 100.0, 5)
-    assert sent(throttled).data.startswith(b"SIP/2.0 503 ")
+    assert sent(throttled).data.startswith(b"SIP/2.0 503 Service Unavailable\r\n")
     assert screened(throttled).screening.verdict.reasons == ("peer-throttled",)
     assert actions.throttled == {"gateway-x": 3, "carrier-a": 0, "unknown": 0}
     # half a second later, one and a half tokens: one more call
