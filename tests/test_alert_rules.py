@@ -43,6 +43,8 @@ UNIT_TESTED = {
     "ClusterRowsDropped",
     "ClusterBlocklistMismatch",
     "DecisionRecordsDropped",
+    "PeerFlaggedShareHigh",
+    "RmdImportFailing",
 }
 
 # Prometheus's own series; every other name is the proxy's
