@@ -13,7 +13,8 @@ from blocklists import cli as blocklist_cli
 from . import explain_cli, records_cli
 from .config import Config, load_config
 from .config_table import ConfigError
-from .server import StartupError, serve
+from .server import StartupError
+from .serving import serve
 from .supervisor import EXIT_STARTUP, Supervisor, WorkerRole, worker_count
 from .verdict_log import JsonFormatter
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import ipaddress
 import json
 import logging
 import os
 import secrets
-import signal
 import socket
 import sqlite3
 import ssl
@@ -24,11 +22,11 @@ from prometheus_client import generate_latest
 
 from blocklists.slot import ArtefactSlot
 
+from . import worker_loops as loops
 from .admin import AdminApi
 from .blocklist_loader import BlocklistLoader
 from .cluster.link import ClusterLink
-from .config import PLACEHOLDER_REDRESS_URL, Config, load_config
-from .config_table import ConfigError
+from .config import PLACEHOLDER_REDRESS_URL, Config
 from .core import StatelessProxy
 from .drain import Drain
 from .events import AwaitCertificate, Event, KernelDrop, Screened, Send
@@ -39,7 +37,7 @@ from .kernel_drop import KernelDropError, KernelDropper
 from .metrics import Metrics
 from .overload import OverloadGuard, QueueMetrics, UdpQueueReader
 from .peers import PeerDirectory
-from .records.recorder import SWEEP_INTERVAL, DecisionRecorder
+from .records.recorder import DecisionRecorder
 from .reputation import ReputationEngine
 from .reputation.explain import explain_number
 from .routing import SwitchPool
@@ -60,21 +58,16 @@ from .telemarketing.check import Telemarketing
 from .telemarketing.zones import ZoneError
 from .transport.tcp import TcpEdge
 from .transport.udp import UdpEdge
-from .verdict_log import FLUSH_INTERVAL, VerdictLog
+from .verdict_log import VerdictLog
 from .worker_link import SingleWorker, ask_siblings, gathered_metrics, serve_link
 
 log = logging.getLogger("robocall_shield")
 TOKEN_ENV = "ROBOCALL_SHIELD_TOKEN"
-FREEZE_INTERVAL = 60.0
-LAG_PROBE = 0.1
 # config sections a SIGHUP cannot apply: listeners, sockets and state built at start
 RESTART_SECTIONS = (
     *("sip", "switches", "routing", "admin", "log", "blocklists", "subscribers"),
     *("peers", "stir", "flood", "cluster", "records", "telemarketing"),
 )
-FOLLOW_INTERVAL = 1.0  # seconds between a sibling's looks at the subscriber store
-# a store other nodes write (PostgreSQL): their changes apply here within 1 s
-SHARED_FOLLOW_INTERVAL = 0.25
 LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
 
 
@@ -253,7 +246,7 @@ class Worker:
         if self.subscribers is not None and (
             not self.primary or self.cfg.subscribers.backend != "sqlite"
         ):  # a shared store (PostgreSQL) is written by other nodes too
-            self._tasks.append(loop.create_task(self._follow_subscribers()))
+            self._tasks.append(loop.create_task(loops.follow_subscribers(self)))
         if self.peer_service is not None and not self.primary:  # the admin worker's overrides
             self._tasks.append(loop.create_task(self.peer_service.follow()))
         if self.cfg.admin.enabled and self.primary:
@@ -290,13 +283,13 @@ class Worker:
                 self.cfg.admin.port,
             )
         if self.cfg.routing.health_checks:
-            self._tasks.append(loop.create_task(self._health_loop()))
-        self._tasks.append(loop.create_task(self._tcp_sweep()))
-        self._tasks.append(loop.create_task(self._flush_verdicts()))
+            self._tasks.append(loop.create_task(loops.health_checks(self)))
+        self._tasks.append(loop.create_task(loops.sweep_idle_connections(self)))
+        self._tasks.append(loop.create_task(loops.flush_verdicts(self)))
         if self.records is not None and self.primary:
-            self._tasks.append(loop.create_task(self._sweep_records()))
-        self._tasks.append(loop.create_task(self._freeze_long_lived()))
-        self._tasks.append(loop.create_task(self._watch_loop_lag()))
+            self._tasks.append(loop.create_task(loops.sweep_records(self)))
+        self._tasks.append(loop.create_task(loops.freeze_long_lived(self)))
+        self._tasks.append(loop.create_task(loops.watch_loop_lag(self)))
         if self.cfg.cluster.enabled:
             await self._start_cluster()
         if self.reputation is not None and not sip.record_route:
@@ -385,22 +378,6 @@ class Worker:
             ) from None
         self._closers.append(result[0] if isinstance(result, tuple) else result)
 
-    async def _health_loop(self) -> None:
-        step = min(self.cfg.routing.ping_interval, self.cfg.routing.ping_timeout) / 4
-        while True:
-            try:
-                events = self.core.pings(asyncio.get_running_loop().time())
-                if self.ping_udp is None:
-                    self.dispatch(events)
-                else:
-                    for ev in events:
-                        if isinstance(ev, Send):
-                            self.ping_udp.send(ev.dest, ev.data)
-                    self.metrics.record(events)
-            except Exception:  # never let one bad send stop health checking
-                log.exception("health check round failed")
-            await asyncio.sleep(step)
-
     async def _admin_reload_lists(self) -> tuple[int, dict[str, object]]:
         result = await self.lists.reload("admin request")
         status = 422 if result.outcome == "error" else 200
@@ -462,18 +439,6 @@ class Worker:
         )
         if edge.transport is not None:
             self.core.ping_port = int(edge.transport.get_extra_info("sockname")[1])
-
-    async def _follow_subscribers(self) -> None:
-        """A sibling of the worker that serves the API learns its subscriber
-        edits from the shared store's audit trail."""
-        assert self.subscribers is not None
-        while True:
-            shared = self.cfg.subscribers.backend != "sqlite"
-            await asyncio.sleep(SHARED_FOLLOW_INTERVAL if shared else FOLLOW_INTERVAL)
-            try:
-                await self.subscribers.follow()
-            except Exception:  # a locked or busy store: try again next round
-                log.exception("reading subscriber changes failed")
 
     def _pipeline(self, cfg: Config) -> Pipeline:
         return build_pipeline(
@@ -592,71 +557,6 @@ class Worker:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _flush_verdicts(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            self.verdicts.flush()
-
-    async def _sweep_records(self) -> None:
-        """[records] retention: day files past retention_days go, at start and hourly."""
-        assert self.records is not None
-        while True:
-            await asyncio.to_thread(self.records.sweep)  # unlinks files: off the loop
-            await asyncio.sleep(SWEEP_INTERVAL)
-
-    async def _watch_loop_lag(self) -> None:
-        """Measure how late the loop runs a 100 ms timer, and how much waits
-        in the UDP receive queue. Beyond [sip] overload_lag or
-        overload_backlog, the worker admits a shrinking share of new calls
-        and answers the rest 503 (emergency calls excepted): better a fast
-        503 the caller's network retries elsewhere than every call timing
-        out. The share grows back once both are under half their limits
-        (see proxy.overload)."""
-        worst, since = 0.0, time.monotonic()
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(LAG_PROBE)
-            lag = max(0.0, time.monotonic() - before - LAG_PROBE)
-            worst = max(worst, lag)
-            queue = self.udp_queue.read() if self.udp_queue is not None else None
-            backlog = queue.queued_bytes if queue is not None else 0
-            was = self.core.overloaded
-            admit = self.overload.probe(lag, backlog)
-            self.core.admit = 0.0 if self.draining is not None else admit
-            self.metrics.admitted.set(self.core.admit)
-            if self.core.overloaded != was:
-                news = "calls taken again" if was else f"shedding new calls ({self.overload.cause})"
-                log.warning(
-                    "overload: %s (loop lag %.3f s, %d bytes queued)",
-                    news,
-                    lag,
-                    backlog,
-                )
-            self.metrics.overloaded.set(1.0 if self.core.overloaded else 0.0)
-            if time.monotonic() - since >= 1.0:
-                self.metrics.loop_lag.set(worst)
-                worst, since = 0.0, time.monotonic()
-
-    async def _freeze_long_lived(self) -> None:
-        """Move what has survived into the permanent generation, so a full
-        cyclic collection never walks the reputation tables and the
-        subscriber index: at the default caps that walk stalled the loop for
-        about 260 ms (measured). Their objects hold no reference cycles, so
-        refcounting still frees what is evicted. A full collection runs
-        first, so cyclic garbage is never frozen with them; it walks only
-        what is not frozen yet (a minute's worth), so it stays short."""
-        while True:
-            await asyncio.sleep(FREEZE_INTERVAL)
-            gc.collect()
-            gc.freeze()
-
-    async def _tcp_sweep(self) -> None:
-        while True:
-            await asyncio.sleep(30)
-            for edge in (self.tcp, self.tls):
-                if edge is not None:
-                    edge.close_idle(time.monotonic())
-
     async def drain(self, seconds: float, hurry: asyncio.Event) -> None:
         """SIGTERM: refuse new calls (503 with Retry-After, as when
         overloaded; emergency calls still go on) and turn /readyz 503, while
@@ -725,51 +625,6 @@ class Worker:
                 log.warning("flood: %s dropped in the kernel for %d s", ev.host, ev.seconds)
         except KernelDropError as exc:
             log.error("flood: %s", exc)
-
-
-async def serve(
-    cfg: Config, config_path: str | None = None, role: WorkerRole | None = None
-) -> None:
-    worker = Worker(cfg, role)
-    stop, hurry = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_stop() -> None:  # a second SIGTERM or SIGINT cuts the drain short
-        (hurry if stop.is_set() else stop).set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, on_stop)
-    with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGHUP, _reload, worker, config_path)
-    try:
-        await worker.start()
-        await stop.wait()
-        log.info("shutting down: draining for up to %g s", cfg.sip.drain_seconds)
-        if cfg.sip.drain_seconds > 0:
-            await worker.drain(cfg.sip.drain_seconds, hurry)
-    finally:
-        await worker.stop()
-
-
-def _reload(worker: Worker, path: str | None) -> None:
-    """SIGHUP: reopen the verdict log, reload the blocklists, re-read the
-    config file; a bad config file keeps the running policy."""
-    worker.verdicts.reopen()  # logrotate sends SIGHUP too
-    worker.background(worker.lists.reload("SIGHUP"))
-    if worker.telemarketing is not None:
-        worker.background(worker.telemarketing.reload("SIGHUP"))
-    try:
-        new = load_config(path)
-    except ConfigError as exc:
-        log.error("reload rejected, running policy kept: config error: %s", exc)
-        return
-    skipped = worker.reload(new)
-    if worker.peer_service is not None:
-        worker.background(worker.peer_service.reload("SIGHUP"))
-    log.info("reloaded screening policy from %s", path or "embedded defaults")
-    if skipped:
-        log.warning("changes to [%s] need a restart to take effect", "], [".join(skipped))
 
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)

@@ -270,7 +270,7 @@ class Supervisor:
         self.children[pid] = _Child(index, time.monotonic())
 
     def _stop_all(self) -> None:
-        """SIGTERM: each worker drains (see server.serve); one still there
+        """SIGTERM: each worker drains (see serving.serve); one still there
         after drain_seconds and the margin is killed."""
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):

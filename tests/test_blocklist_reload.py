@@ -27,7 +27,8 @@ from proxy.events import Address, Event, Screened, Send
 from proxy.routing import SwitchPool
 from proxy.screening import Action, build_pipeline
 from proxy.screening.list_checks import BlocklistCheck
-from proxy.server import Worker, _reload
+from proxy.server import Worker
+from proxy.serving import reload_from_file as _reload
 from proxy.sip import SipRequest, SipResponse, parse_datagram
 from proxy.sip.identity import CallFacts
 from tests.conftest import make_config

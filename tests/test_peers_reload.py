@@ -11,7 +11,8 @@ from proxy.config import load_config, parse_config
 from proxy.events import Address, Replied
 from proxy.gateway.metrics import StatsMetrics
 from proxy.screening import Mode
-from proxy.server import Worker, _reload
+from proxy.server import Worker
+from proxy.serving import reload_from_file as _reload
 from tests.sipmsg import request
 from tests.test_peers_rmd import HEADER, row
 
