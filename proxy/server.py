@@ -262,7 +262,7 @@ class Worker:
                 self.metrics.registry,
                 lambda: self._started and self.draining is None,
                 token=token,
-                status=lambda: {"blocklists": self.lists.status()},
+                status=self._status,
                 actions={"/admin/blocklists/reload": self._admin_reload_lists},
                 queries={"/admin/reputation/": self._admin_explain},
                 exposition=self._all_metrics if self.role is not None else None,
@@ -377,6 +377,13 @@ class Worker:
                 f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}"
             ) from None
         self._closers.append(result[0] if isinstance(result, tuple) else result)
+
+    def _status(self) -> dict[str, object]:
+        """What /healthz shows beside readiness: the loaded lists and rules."""
+        out: dict[str, object] = {"blocklists": self.lists.status()}
+        if self.telemarketing is not None:
+            out["telemarketing"] = self.telemarketing.status()
+        return out
 
     async def _admin_reload_lists(self) -> tuple[int, dict[str, object]]:
         result = await self.lists.reload("admin request")

@@ -251,6 +251,9 @@ async def test_a_worker_loads_the_list_at_start_and_follows_new_builds(tmp_path:
             await asyncio.sleep(0.02)
         assert len(blocked) == 2 and all(r["reasons"] == ["national-dnc"] for r in blocked)
         assert all(r["decided_by"] == "telemarketing" for r in blocked)
+        health = worker._status()["telemarketing"]  # what /healthz shows
+        assert isinstance(health, dict) and health["trunks"] == ["tm-dialer"]
+        assert health["dnc"]["numbers"] == 2 and health["dnc"]["version"]
     finally:
         await worker.stop()
         for peer in (switch, tm, carrier):
