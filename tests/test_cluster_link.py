@@ -174,8 +174,12 @@ async def test_blocklist_versions_are_followed(redis: RedisServer) -> None:
     async def reload_a() -> str | None:
         return versions["a"]
 
-    a = ClusterLink(cfg(redis, "a"), None, lists_version=lambda: versions["a"], reload_lists=reload_a)
-    b = ClusterLink(cfg(redis, "b"), None, lists_version=lambda: versions["b"], reload_lists=reload_b)
+    a = ClusterLink(
+        cfg(redis, "a"), None, lists_version=lambda: versions["a"], reload_lists=reload_a
+    )
+    b = ClusterLink(
+        cfg(redis, "b"), None, lists_version=lambda: versions["b"], reload_lists=reload_b
+    )
     await a.start()
     await b.start()
     try:
@@ -201,6 +205,7 @@ async def test_on_a_redis_cluster(tmp_path: Path) -> None:
     servers = RedisCluster(tmp_path / "rc")
     servers.start()
     try:
+
         def conf(node: str) -> ClusterConfig:
             return ClusterConfig(
                 enabled=True, redis_url=servers.url, mode="cluster", node=node,
@@ -229,3 +234,58 @@ async def test_on_a_redis_cluster(tmp_path: Path) -> None:
             sb.close()
     finally:
         servers.kill()
+
+
+async def test_the_dispute_queue_is_shared_between_sqlite_nodes(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    sa = SubscriberService(tmp_path / "a" / "subscribers.sqlite3")
+    sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
+    a = ClusterLink(
+        cfg(redis, "a"), None, subscribers=sa, cursor_file=tmp_path / "a-subscribers.cursor"
+    )
+    b = ClusterLink(
+        cfg(redis, "b"), None, subscribers=sb, cursor_file=tmp_path / "b-subscribers.cursor"
+    )
+    await a.start()
+    await b.start()
+    caller, other = 12025550199, 12025550188
+    try:
+        # filed on b's redress page: in a's queue too
+        on_b = await sb.file_dispute(
+            caller, "ops@example.com", "pharmacy reminders", "203.0.113.9", time.time()
+        )
+        await until(lambda: len(sa.open) == 1)
+        (on_a,) = sa.open
+        copy = await sa.run(sa.disputes.get, on_a)
+        assert copy is not None and copy["number"] == f"+{caller}"
+        assert copy["source"] == f"cluster:b#{on_b}"
+
+        # resolved on a (allowed for everyone): closed on b, the caller allowed there
+        assert await sa.resolve_dispute(on_a, "allow", None, "verified", "ops") is not None
+        await until(lambda: on_b not in sb.open and caller in sb.global_allow)
+        closed = await sb.run(sb.disputes.get, on_b)
+        assert closed is not None and closed["status"] == "allowed" and closed["scope"] == "global"
+        assert closed["resolved_by"] == "cluster:a"
+
+        # the other way round, rejected
+        on_a2 = await sa.file_dispute(
+            other, "x@example.com", "robocalls?", "203.0.113.7", time.time()
+        )
+        await until(lambda: len(sb.open) == 1)
+        (copy_b,) = sb.open
+        assert await sb.resolve_dispute(copy_b, "reject", None, "campaign", "ops") is not None
+        await until(lambda: on_a2 not in sa.open)
+        rejected = await sa.run(sa.disputes.get, on_a2)
+        assert rejected is not None and rejected["status"] == "rejected"
+        assert other not in sa.global_allow
+
+        await asyncio.sleep(5 * FAST)  # nothing comes back as a second copy
+        assert len(await sa.run(sa.disputes.list, None, 100)) == 2
+        assert len(await sb.run(sb.disputes.list, None, 100)) == 2
+        assert (tmp_path / "b-disputes.cursor").exists()
+    finally:
+        await a.close()
+        await b.close()
+        sa.close()
+        sb.close()

@@ -1,7 +1,7 @@
 """Redis key names. Each is one stream, and every command the link sends
 touches one key, so nothing spans hash slots; the ``{...}`` hash tag keeps a
-stream's key on one slot of a Redis Cluster, and the three streams on
-different slots."""
+stream's key on one slot of a Redis Cluster, and the streams on different
+slots."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class Keys:
     traffic: str  # counter batches from every node
     subscribers: str  # subscriber changes
     blocklists: str  # artefact versions nodes loaded
+    disputes: str  # disputes filed and resolved (stores of their own)
 
     @classmethod
     def of(cls, prefix: str) -> Keys:
@@ -20,7 +21,8 @@ class Keys:
             traffic=f"{prefix}:{{traffic}}:rows",
             subscribers=f"{prefix}:{{subscribers}}:changes",
             blocklists=f"{prefix}:{{blocklists}}:versions",
+            disputes=f"{prefix}:{{disputes}}:events",
         )
 
-    def all(self) -> tuple[str, str, str]:
-        return (self.traffic, self.subscribers, self.blocklists)
+    def all(self) -> tuple[str, ...]:
+        return (self.traffic, self.subscribers, self.blocklists, self.disputes)

@@ -32,6 +32,7 @@ from ..reputation.engine import ReputationEngine
 from ..subscribers.model import InvalidField, Subscriber, parse_number
 from ..subscribers.service import SubscriberService, apply_changes
 from . import journal
+from .disputes import DisputeSync
 from .keys import Keys
 from .settings import ClusterConfig, redacted
 
@@ -86,6 +87,15 @@ class ClusterLink:
         # number -> what this node last applied from another; not re-published
         self.applied: OrderedDict[int, Subscriber | None] = OrderedDict()
         self.audit_cursor = 0
+        self.disputes: DisputeSync | None = None
+        self.dispute_events = 0  # published and applied
+        # where a node that was away resumes each stream it must not miss
+        self.cursors: dict[str, Path] = {}
+        if cursor_file is not None:
+            self.cursors[self.keys.subscribers] = cursor_file
+            self.cursors[self.keys.disputes] = cursor_file.with_name(
+                cursor_file.name.replace("subscribers", "disputes")
+            )
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- life -----------------------------------------------------------
@@ -110,10 +120,17 @@ class ClusterLink:
         )
         if self.subscribers is not None:
             self.audit_cursor = await self.subscribers.run(self.subscribers.store.last_change)
-            start = self._load_cursor() or "$"
+            start = self._load_cursor(self.keys.subscribers) or "$"
             self._tasks.append(loop.create_task(self._publish_subscribers()))
             self._tasks.append(
                 loop.create_task(self._read_loop(self.keys.subscribers, start, self._on_change))
+            )
+            self.disputes = DisputeSync(self.subscribers, self.cfg.node_name)
+            await self.disputes.start()
+            start = self._load_cursor(self.keys.disputes) or "$"
+            self._tasks.append(loop.create_task(self._publish_disputes()))
+            self._tasks.append(
+                loop.create_task(self._read_loop(self.keys.disputes, start, self._on_dispute))
             )
         if self.lists_version is not None:
             self._tasks.append(loop.create_task(self._lists_loop()))
@@ -225,8 +242,8 @@ class ClusterLink:
                     except Exception:  # a store that failed: this entry is lost, say so
                         self.bad_entries += 1
                         log.exception("cluster: applying entry %s of %s failed", last, key)
-                if key == self.keys.subscribers:
-                    self._save_cursor(last)
+                if key in self.cursors:
+                    self._save_cursor(key, last)
 
     # -- subscribers ------------------------------------------------------
 
@@ -302,24 +319,59 @@ class ClusterLink:
         if len(self.applied) > STAMPS:
             self.applied.popitem(last=False)
 
-    def _load_cursor(self) -> str | None:
-        if self.cursor_file is None:
+    def _load_cursor(self, key: str) -> str | None:
+        path = self.cursors.get(key)
+        if path is None:
             return None
         try:
-            text = self.cursor_file.read_text().strip()
+            text = path.read_text().strip()
         except OSError:
             return None
         return text if _stream_id(text) else None
 
-    def _save_cursor(self, last: str) -> None:
-        if self.cursor_file is None or not _stream_id(last):
+    def _save_cursor(self, key: str, last: str) -> None:
+        path = self.cursors.get(key)
+        if path is None or not _stream_id(last):
             return
         try:
-            tmp = self.cursor_file.with_suffix(".tmp")
+            tmp = path.with_suffix(".tmp")
             tmp.write_text(last)
-            tmp.replace(self.cursor_file)
+            tmp.replace(path)
         except OSError as exc:
-            log.warning("cluster: cannot save the subscriber cursor: %s", exc)
+            log.warning("cluster: cannot save the cursor of %s: %s", key, exc)
+
+    # -- disputes ---------------------------------------------------------
+
+    async def _publish_disputes(self) -> None:
+        assert self.disputes is not None
+        ready: list[dict[str, Any]] = []  # kept while Redis is away
+        while True:
+            await asyncio.sleep(SUBSCRIBER_POLL)
+            try:
+                ready += await self.disputes.changes()
+                while ready:
+                    doc = {"from": self.me, "node": self.cfg.node_name, **ready[0]}
+                    await self.redis.xadd(
+                        self.keys.disputes,
+                        {"d": json.dumps(doc).encode()},
+                        maxlen=SUBSCRIBER_STREAM_LEN,
+                        approximate=True,
+                    )
+                    ready.pop(0)
+                    self.dispute_events += 1
+            except Exception as exc:
+                self._down("publish dispute", exc)
+                await asyncio.sleep(RETRY)
+
+    async def _on_dispute(self, fields: dict[bytes, bytes]) -> None:
+        assert self.disputes is not None
+        doc = json.loads(fields.get(b"d", b"null"))
+        if not isinstance(doc, dict):
+            raise ValueError("not a dispute event")
+        if doc.get("from") == self.me or doc.get("node") == self.cfg.node_name:
+            return
+        if await self.disputes.apply(doc, str(doc.get("node"))[:64]):
+            self.dispute_events += 1
 
     # -- blocklists -------------------------------------------------------
 
@@ -457,6 +509,11 @@ class _ClusterCollector(Collector):
         changes.add_metric(["published"], link.published_changes)
         changes.add_metric(["applied"], link.applied_changes)
         yield changes
+        yield CounterMetricFamily(
+            "rs_cluster_dispute_events",
+            "Redress disputes filed or resolved, published to or applied from other nodes",
+            value=link.dispute_events,
+        )
         yield CounterMetricFamily(
             "rs_cluster_errors", "Redis operations that failed", value=link.errors
         )

@@ -84,6 +84,11 @@ class DisputeStoreApi(Protocol):
 
     def filed_since(self, source: str, since: float) -> int: ...
 
+    def by_source(self, source: str) -> int | None:
+        """The id of the dispute filed from ``source`` ([cluster] replicas
+        are filed from "cluster:<node>#<id>"); None when there is none."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Backend:

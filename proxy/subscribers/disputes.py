@@ -109,6 +109,13 @@ class DisputeStore:
         return {n for (n,) in self.db.execute("SELECT number FROM global_allow")}
 
     @guarded
+    def by_source(self, source: str) -> int | None:
+        row = self.db.execute(
+            "SELECT min(id) FROM disputes WHERE source = ?", (source,)
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    @guarded
     def filed_since(self, source: str, since: float) -> int:
         return int(
             self.db.execute(

@@ -262,6 +262,14 @@ class PgDisputeStore:
         rows = self.db.read(lambda c: c.execute("SELECT number FROM global_allow").fetchall())
         return {int(n) for (n,) in rows}
 
+    def by_source(self, source: str) -> int | None:
+        row = self.db.read(
+            lambda c: c.execute(
+                "SELECT min(id) FROM disputes WHERE source = %s", (source,)
+            ).fetchone()
+        )
+        return int(row[0]) if row and row[0] is not None else None
+
     def filed_since(self, source: str, since: float) -> int:
         row = self.db.read(
             lambda c: c.execute(
