@@ -93,6 +93,24 @@ def test_junk_identity_still_records_the_call(tmp_path: Path) -> None:
     assert row[12] is None and row[1] == ev.call.call_id
 
 
+def test_a_call_id_that_was_not_utf8_is_recorded_with_its_batch(tmp_path: Path) -> None:
+    """Bytes that were not UTF-8 reach the record as lone surrogates
+    (surrogateescape); sqlite3 refused them, and the whole batch with them
+    (found by the survival test)."""
+    ev = screened(1, START, "192.0.2.1", 12125550142, 12125550143, "A", Action.PASS, 0, ())
+    hostile = type(ev.call)(**{**{f: getattr(ev.call, f) for f in ev.call.__slots__},
+                               "call_id": "abc\udca8\udcffdef@h"})  # fmt: skip
+    clean = screened(2, START + 1, "192.0.2.1", 12125550144, 12125550143, "A", Action.PASS, 0, ())
+    writer = DayWriter(tmp_path)
+    rows = [row_of(type(ev)(hostile, ev.screening, ev.action), START, "carrier-a"),
+            row_of(clean, START + 1, "carrier-a")]  # fmt: skip
+    assert writer.insert(rows) == 0
+    assert count(tmp_path / file_name(DAY1)) == 2
+    with sqlite3.connect(tmp_path / file_name(DAY1)) as db:
+        ids = {r[0] for r in db.execute("SELECT call_id FROM calls")}
+    assert "abc\ufffd\ufffddef@h" in ids
+
+
 def test_a_burst_loses_nothing(tmp_path: Path) -> None:
     sims, _ = generate(seed=5, start=START, hours=1, callers=400, campaign_calls=300)
     burst = [s for _ in range(8) for s in sims]  # ~15,000 records added without a pause

@@ -110,12 +110,25 @@ def row_of(ev: Screened, wall_time: float, peer: str) -> Row:
     """One record; runs on the writer thread (origid decoding included)."""
     call, verdict = ev.call, ev.screening.verdict
     return (
-        wall_time, call.call_id, call.method, call.caller, call.caller_key,
-        call.callee, call.callee_key, call.source, peer, call.attest, call.verified,
-        call.verstat, origid_of(call.identity) if call.identity else None,
+        wall_time, _text(call.call_id), call.method, _opt(call.caller), call.caller_key,
+        _opt(call.callee), call.callee_key, call.source, peer, _opt(call.attest), call.verified,
+        _opt(call.verstat), _opt(origid_of(call.identity)) if call.identity else None,
         ev.action.value, float(verdict.score), ",".join(verdict.reasons),
         ev.screening.decided_by,
     )  # fmt: skip
+
+
+def _text(value: str) -> str:
+    """Wire text as SQLite can store it: bytes that were not UTF-8 come off
+    the parser as lone surrogates, which sqlite3 refuses (the whole batch
+    with them); they become U+FFFD."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _opt(value: str | None) -> str | None:
+    return None if value is None else _text(value)
 
 
 def origid_of(identity: str) -> str | None:
@@ -177,7 +190,7 @@ class DayWriter:
                 with db:  # a transaction: committed, or rolled back on an error
                     db.execute("BEGIN")
                     db.executemany(_INSERT, day_rows)
-            except (sqlite3.Error, OSError) as exc:
+            except (sqlite3.Error, OSError, ValueError) as exc:  # ValueError: unstorable text
                 self._open.pop(day, None)
                 refused += len(day_rows)
                 log.error("decision records: %d for %s not written: %s", len(day_rows), day, exc)
