@@ -145,3 +145,10 @@ def test_cluster_config_errors_are_clear_and_passwords_stay_out() -> None:
     assert redacted("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     cfg = parse_cluster(Table({"enabled": True, "node": "proxy-a"}, "cluster"))
     assert cfg.enabled and cfg.node_name == "proxy-a"
+
+
+def test_a_password_in_the_url_query_is_redacted_too() -> None:
+    assert redacted("redis://h/0?password=s3cret&db=1") == "redis://h/0?password=***&db=1"
+    with pytest.raises(ConfigError) as err:
+        parse_cluster(Table({"redis_url": "http://h/?password=s3cret"}, "cluster"))
+    assert "s3cret" not in str(err.value)

@@ -33,10 +33,13 @@ class DisputeSync:
         self.quiet: set[int] = set()  # local ids closed by another node's resolution
 
     async def start(self) -> None:
-        items = await self.service.run(self.service.disputes.list, None, POLL_LIMIT)
-        for item in items:
-            self._track(item)
+        service = self.service
+        items = await service.run(service.disputes.list, None, POLL_LIMIT)
         self.cursor = max((int(str(i["id"])) for i in items), default=0)
+        for local in list(service.open):  # every open one, however old
+            item = await service.run(service.disputes.get, local)
+            if item is not None:
+                self._track(item)
 
     def _track(self, item: dict[str, Any]) -> str:
         local = int(str(item["id"]))
@@ -102,8 +105,7 @@ class DisputeSync:
         local = await self.service.file_dispute(
             number, contact[:500], description[:4000], REPLICA + origin, float(filed_at)
         )
-        self.cursor = max(self.cursor, local)  # not this node's to publish
-        self.open[local] = origin
+        self.open[local] = origin  # changes() skips it as a copy (its source)
         return True
 
     async def _resolved(self, origin: str, doc: dict[str, Any], sender_node: str) -> bool:

@@ -82,6 +82,7 @@ class ClusterLink:
         self.published_changes = self.applied_changes = 0
         self.lists_mismatch = False
         self.announced: str | None = None
+        self.wanted: str | None = None  # the version another node announced last
         # number -> (wall time, node) of its newest change: last writer wins
         self.stamps: OrderedDict[int, tuple[float, str]] = OrderedDict()
         # number -> what this node last applied from another; not re-published
@@ -96,6 +97,13 @@ class ClusterLink:
             self.cursors[self.keys.disputes] = cursor_file.with_name(
                 cursor_file.name.replace("subscribers", "disputes")
             )
+        # the last audit row published: changes made while Redis was away
+        # are published after a restart too
+        self.audit_file = (
+            cursor_file.with_name(cursor_file.name.replace("subscribers", "audit"))
+            if cursor_file is not None
+            else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- life -----------------------------------------------------------
@@ -119,15 +127,20 @@ class ClusterLink:
             loop.create_task(self._read_loop(self.keys.traffic, catch_up, self._on_rows))
         )
         if self.subscribers is not None:
-            self.audit_cursor = await self.subscribers.run(self.subscribers.store.last_change)
-            start = self._load_cursor(self.keys.subscribers) or "$"
+            saved = self._load_audit_cursor()
+            if saved is None:
+                saved = await self.subscribers.run(self.subscribers.store.last_change)
+            self.audit_cursor = saved
+            start = self._load_cursor(self.keys.subscribers) or await self._newest(
+                self.keys.subscribers
+            )
             self._tasks.append(loop.create_task(self._publish_subscribers()))
             self._tasks.append(
                 loop.create_task(self._read_loop(self.keys.subscribers, start, self._on_change))
             )
             self.disputes = DisputeSync(self.subscribers, self.cfg.node_name)
             await self.disputes.start()
-            start = self._load_cursor(self.keys.disputes) or "$"
+            start = self._load_cursor(self.keys.disputes) or await self._newest(self.keys.disputes)
             self._tasks.append(loop.create_task(self._publish_disputes()))
             self._tasks.append(
                 loop.create_task(self._read_loop(self.keys.disputes, start, self._on_dispute))
@@ -231,19 +244,26 @@ class ClusterLink:
                 self._down(f"read {key}", exc)
                 await asyncio.sleep(RETRY)
                 continue
+            failed = False
             for _stream, entries in answer or ():
                 for entry_id, fields in entries:
-                    last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                    this = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                     try:
                         await handle(fields)
                     except (ValueError, InvalidField) as exc:
                         self.bad_entries += 1
-                        log.warning("cluster: skipped entry %s of %s: %s", last, key, exc)
-                    except Exception:  # a store that failed: this entry is lost, say so
-                        self.bad_entries += 1
-                        log.exception("cluster: applying entry %s of %s failed", last, key)
-                if key in self.cursors:
-                    self._save_cursor(key, last)
+                        log.warning("cluster: skipped entry %s of %s: %s", this, key, exc)
+                    except Exception:  # the store failed: read this entry again later
+                        self.errors += 1
+                        log.exception("cluster: applying entry %s of %s failed", this, key)
+                        failed = True
+                        break
+                    last = this
+                    await asyncio.sleep(0)  # a catch-up of thousands of rows: let calls in
+            if key in self.cursors:
+                self._save_cursor(key, last)
+            if failed:
+                await asyncio.sleep(RETRY)
 
     # -- subscribers ------------------------------------------------------
 
@@ -263,10 +283,12 @@ class ClusterLink:
                 self._down("publish subscriber change", exc)
                 await asyncio.sleep(RETRY)
                 continue
-            self.audit_cursor = seen
+            if seen != self.audit_cursor:
+                self.audit_cursor = seen
+                self._save_audit_cursor()
 
     async def _publish(self, number: int, sub: Subscriber | None) -> None:
-        if number in self.applied and self.applied[number] == sub:
+        if number in self.applied and self.applied.pop(number) == sub:
             return  # another node's change, applied here: not ours to repeat
         at = time.time()
         self._stamp(number, (at, self.node))
@@ -299,12 +321,16 @@ class ClusterLink:
         service = self.subscribers
         assert service is not None
         actor = f"cluster:{stamp[1]}"[:64]
-        self._remember(number, new)
+        self._remember(number, new)  # before the write: its audit row must not echo
+        try:
+            if new is None:
+                await service.delete(number, actor)
+            else:
+                await service.put(new, actor)
+        except BaseException:
+            self.applied.pop(number, None)
+            raise
         self._stamp(number, stamp)
-        if new is None:
-            await service.delete(number, actor)
-        else:
-            await service.put(new, actor)
         self.applied_changes += 1
 
     def _stamp(self, number: int, stamp: tuple[float, str]) -> None:
@@ -318,6 +344,38 @@ class ClusterLink:
         self.applied.move_to_end(number)
         if len(self.applied) > STAMPS:
             self.applied.popitem(last=False)
+
+    async def _newest(self, key: str) -> str:
+        """The stream's newest entry id: where a node with no saved cursor
+        starts (a concrete id, so a read retried later misses nothing)."""
+        try:
+            newest = await self.redis.xrevrange(key, count=1)
+        except Exception as exc:
+            self._down(f"read {key}", exc)
+            return f"{int(time.time() * 1000)}-0"
+        if not newest:
+            return "0-0"
+        entry_id = newest[0][0]
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def _load_audit_cursor(self) -> int | None:
+        if self.audit_file is None:
+            return None
+        try:
+            text = self.audit_file.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _save_audit_cursor(self) -> None:
+        if self.audit_file is None:
+            return
+        try:
+            tmp = self.audit_file.with_suffix(".tmp")
+            tmp.write_text(str(self.audit_cursor))
+            tmp.replace(self.audit_file)
+        except OSError as exc:
+            log.warning("cluster: cannot save the audit cursor: %s", exc)
 
     def _load_cursor(self, key: str) -> str | None:
         path = self.cursors.get(key)
@@ -400,6 +458,8 @@ class ClusterLink:
         """Called after this node loaded a new artefact (and at start)."""
         assert self.lists_version is not None
         version = self.lists_version()
+        if self.wanted is not None and version == self.wanted:
+            self.lists_mismatch = False  # this node's directory caught up
         if version is None or version == self.announced:
             return
         doc = {"from": self.me, "node": self.node, "version": version}
@@ -416,9 +476,9 @@ class ClusterLink:
         doc = json.loads(fields.get(b"d", b"null"))
         if not isinstance(doc, dict) or not isinstance(doc.get("version"), str):
             raise ValueError("not a blocklist announcement")
-        if doc.get("from") == self.me:
-            return
-        wanted = doc["version"]
+        if doc.get("from") == self.me or doc.get("node") == self.node:
+            return  # this node's own, maybe from before a restart
+        wanted = self.wanted = doc["version"]
         if self.lists_version() == wanted:
             self.lists_mismatch = False
             return

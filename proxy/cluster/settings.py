@@ -67,10 +67,14 @@ def redacted(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
+    query = "&".join(
+        f"{k}=***" if k.lower() in ("password", "username") else f"{k}={v}" if v else k
+        for k, _, v in (item.partition("=") for item in parts.query.split("&") if item)
+    )
     if parts.password is None:
-        return url
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, user + host, parts.path, query, parts.fragment))
