@@ -92,6 +92,25 @@ def proxy_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "proxy", "serve", "--config", str(config)]
 
 
+def http_call(
+    url: str, method: str, data: bytes | None, headers: dict[str, str]
+) -> tuple[int, object]:
+    """One HTTP request: (status, the JSON body, or its text); (0, None)
+    when nothing answered."""
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            raw, status = resp.read(), resp.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    except OSError:
+        return 0, None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
 # -- the proxy ---------------------------------------------------------------
 
 

@@ -11,13 +11,11 @@ import random
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .harness import proxy_command, stop_process
+from .harness import http_call, proxy_command, stop_process
 
 TOKEN = "multi-node-test-token"
 LOAD = Path(__file__).resolve().parents[2] / "loadtest" / "scenarios"
@@ -97,22 +95,8 @@ class Node:
 
     def request(self, method: str, path: str, body: object = None) -> tuple[int, object]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"http://{self.node_ip}:8080{path}", data=data, method=method,
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )  # fmt: skip
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                raw = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as err:
-            raw, status = err.read(), err.code
-        except OSError:
-            return 0, None
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        return http_call(f"http://{self.node_ip}:8080{path}", method, data, headers)
 
     def status(self, path: str) -> int:
         return self.request("GET", path)[0]

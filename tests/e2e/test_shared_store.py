@@ -18,7 +18,7 @@ import pytest
 
 from tests.pg_server import shared_cluster
 
-from .harness import HOST, free_port, proxy_command, stop_process
+from .harness import HOST, free_port, http_call, proxy_command, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -66,20 +66,7 @@ class Node:
         elif body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(
-            f"http://{HOST}:{self.admin}{path}", data=data, method=method, headers=headers
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                raw, status = resp.read(), resp.status
-        except urllib.error.HTTPError as err:
-            raw, status = err.read(), err.code
-        except OSError:
-            return 0, None
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        return http_call(f"http://{HOST}:{self.admin}{path}", method, data, headers)
 
     def stop(self) -> None:
         stop_process(self.proc)
