@@ -24,7 +24,7 @@ from proxy.routing import SwitchPool
 from proxy.server import Worker
 from tests.sipmsg import request
 from tests.test_peers_rmd import HEADER, row
-from tests.test_server import free_port, open_peer
+from tests.test_server import free_port, loopback_config, open_peer
 
 TOKEN = "peers-admin-token-0123456789"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -245,15 +245,7 @@ async def test_a_live_worker_serves_counts_and_keeps_an_override_across_restarts
     switch, switch_port = await open_peer()
     caller, caller_port = await open_peer()
     sip_port, admin_port = free_port(), free_port()
-    cfg = parse_config({
-        "sip": {"host": "127.0.0.1", "port": sip_port},
-        "switches": [{"name": "sw", "host": "127.0.0.1", "port": switch_port}],
-        "routing": {"health_checks": False},
-        "admin": {"host": "127.0.0.1", "port": admin_port, "token": TOKEN},
-        "log": {"verdict_log": ""},
-        "subscribers": {"data_dir": str(tmp_path / "data")},
-        "peers": [{"name": "loopback-trunk", "addresses": ["127.0.0.0/8"]}],
-    })  # fmt: skip
+    cfg = loopback_config(tmp_path, sip_port, admin_port, switch_port, TOKEN)
     assert caller.transport is not None and switch.transport is not None
 
     def invite(n: int) -> bytes:

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from loadtest.records_sim import identity_header
-from proxy.config import parse_config
 from proxy.records.store import day_files
 from proxy.server import Worker
 from tests.sipmsg import request
-from tests.test_server import free_port, open_peer
+from tests.test_server import free_port, loopback_config, open_peer
 
 TOKEN = "wiring-token-0123456789"
 
@@ -35,16 +34,10 @@ async def http_get(port: int, target: str) -> tuple[int, bytes]:
 async def test_screened_calls_land_in_the_records_and_trace_back(tmp_path: Path) -> None:
     switch, switch_port = await open_peer()
     sip_port, admin_port = free_port(), free_port()
-    cfg = parse_config({
-        "sip": {"host": "127.0.0.1", "port": sip_port},
-        "switches": [{"name": "sw", "host": "127.0.0.1", "port": switch_port}],
-        "routing": {"health_checks": False},
-        "admin": {"host": "127.0.0.1", "port": admin_port, "token": TOKEN},
-        "log": {"verdict_log": ""},
-        "subscribers": {"data_dir": str(tmp_path / "data")},
-        "peers": [{"name": "loopback-trunk", "addresses": ["127.0.0.0/8"]}],
-        "screening": {"block": ["+12125550100"]},
-    })  # fmt: skip
+    cfg = loopback_config(
+        tmp_path, sip_port, admin_port, switch_port, TOKEN,
+        screening={"block": ["+12125550100"]},
+    )  # fmt: skip
     worker = Worker(cfg)
     if getattr(worker, "records", None) is None:
         await worker.stop()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import parse_config
+from proxy.config import Config, parse_config
 from proxy.server import StartupError, Worker
 from proxy.sip import SipRequest, SipResponse, parse_datagram
 from tests.sipmsg import request, response
@@ -59,6 +59,23 @@ class Peer(asyncio.DatagramProtocol):
 
     async def get(self, timeout: float = 3.0) -> tuple[bytes, Any]:
         return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+def loopback_config(
+    tmp_path: Path, sip_port: int, admin_port: int, switch_port: int, token: str, **more: Any
+) -> Config:
+    """A worker on 127.0.0.1 with its admin API, a subscriber store under
+    ``tmp_path`` and every 127/8 source a declared peer; ``more`` adds sections."""
+    return parse_config({
+        "sip": {"host": "127.0.0.1", "port": sip_port},
+        "switches": [{"name": "sw", "host": "127.0.0.1", "port": switch_port}],
+        "routing": {"health_checks": False},
+        "admin": {"host": "127.0.0.1", "port": admin_port, "token": token},
+        "log": {"verdict_log": ""},
+        "subscribers": {"data_dir": str(tmp_path / "data")},
+        "peers": [{"name": "loopback-trunk", "addresses": ["127.0.0.0/8"]}],
+        **more,
+    })  # fmt: skip
 
 
 async def open_peer(port: int = 0, answer_options: bool = False) -> tuple[Peer, int]:
