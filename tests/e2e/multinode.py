@@ -119,18 +119,31 @@ class Node:
         return [json.loads(x) for x in self.verdict_log.read_text().splitlines() if x.strip()]
 
 
+class NamespacesUnavailable(Exception):
+    """This machine (a container without CAP_SYS_ADMIN) cannot make one."""
+
+
 class Topology:
     """Namespaces, veth pairs and addresses; ``close`` removes them all."""
 
     def __init__(self, workdir: Path) -> None:
-        tag = uuid.uuid4().hex[:6]
-        net = random.randint(16, 250)  # 10.<net>.{1,2}.0/30: private to this test
         self.nodes: list[Node] = []
         self.links: list[str] = []
+        try:
+            self._build(workdir)
+        except BaseException:
+            self.close()  # what was made so far
+            raise
+
+    def _build(self, workdir: Path) -> None:
+        tag = uuid.uuid4().hex[:6]
+        net = random.randint(16, 250)  # 10.<net>.{1,2}.0/30: private to this test
         for i, name in enumerate(("a", "b"), start=1):
             ns, host_if, node_if = f"rs-{name}-{tag}", f"rs{name}h{tag}", f"rs{name}n{tag}"
             host_ip, node_ip = f"10.{net}.{i}.1", f"10.{net}.{i}.2"
-            run("ip", "netns", "add", ns)
+            made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+            if made.returncode != 0:
+                raise NamespacesUnavailable(made.stderr.strip())
             self.nodes.append(Node(name, ns, host_ip, node_ip, workdir / name))
             run("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if)
             self.links.append(host_if)

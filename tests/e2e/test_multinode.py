@@ -18,7 +18,7 @@ import pytest
 
 from tests.redis_server import RedisServer
 
-from .multinode import Node, Sipp, Topology, unavailable, write_calls
+from .multinode import NamespacesUnavailable, Node, Sipp, Topology, unavailable, write_calls
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,10 @@ def lab(tmp_path: Path) -> Iterator[tuple[Node, Node, RedisServer, Sipp]]:
     why = unavailable()
     if why:
         pytest.skip(why)
-    topo = Topology(tmp_path)
+    try:
+        topo = Topology(tmp_path)
+    except NamespacesUnavailable as exc:
+        pytest.skip(f"cannot create a network namespace here: {exc}")
     sipp = Sipp(tmp_path)
     a, b = topo.nodes
     redis = RedisServer(tmp_path / "redis", host=a.host_ip)
