@@ -369,27 +369,23 @@ def test_the_images_install_path_serves_healthz_as_nobody(
         uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)", status, re.M)
         assert uids is not None and uids[1] != "0" and uids[2] != "0", status
         assert (data_dir / "subscribers.sqlite3").is_file()  # the volume is writable for it
-        checked = subprocess.run(
-            [*_as_nobody(), *health],
-            cwd=data_dir,
-            env=run_env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        def health_check() -> subprocess.CompletedProcess[str]:
+            """The image's HEALTHCHECK command, as the container user."""
+            return subprocess.run(
+                [*_as_nobody(), *health],
+                cwd=data_dir,
+                env=run_env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        checked = health_check()
         assert checked.returncode == 0 and url in checked.stdout, checked.stderr
         proxy.send_signal(signal.SIGTERM)
         assert proxy.wait(timeout=15) == 0
-        down = subprocess.run(
-            [*_as_nobody(), *health],
-            cwd=data_dir,
-            env=run_env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        down = health_check()
         assert down.returncode == 1 and "unhealthy" in down.stderr
     finally:
         stop_process(proxy)
