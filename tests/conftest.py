@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import gc
+import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,20 @@ def _private_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test runs in its own directory, so a Worker's default data
     directory (the subscriber store under ./var) never lands in the repo."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+    """On a pytest-timeout failure, add where every pending asyncio task was
+    waiting: the threads' stacks alone show only the event loop's poll."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "Timeout" in str(call.excinfo.value if call.excinfo else ""):
+        out = io.StringIO()
+        for obj in gc.get_objects():
+            if isinstance(obj, asyncio.Task) and not obj.done():
+                obj.print_stack(limit=12, file=out)
+        report.sections.append(("pending asyncio tasks", out.getvalue() or "none"))
 
 
 def shared_dir(name: str) -> Path:

@@ -109,16 +109,21 @@ class RedisCluster:
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create: {done.stdout}{done.stderr}")
-        deadline = time.monotonic() + 20
+        # every node, not only the first: a client may ask any of them
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            info = subprocess.run(
-                ["redis-cli", "-p", str(self.nodes[0].port), "cluster", "info"],
-                capture_output=True, text=True, timeout=10,
-            )
-            if "cluster_state:ok" in info.stdout:
+            if all(self._node_ok(node) for node in self.nodes):
                 return
             time.sleep(0.1)
-        raise RuntimeError("the Redis cluster did not reach cluster_state:ok within 20 s")
+        raise RuntimeError("the Redis cluster did not reach cluster_state:ok within 30 s")
+
+    @staticmethod
+    def _node_ok(node: RedisServer) -> bool:
+        info = subprocess.run(
+            ["redis-cli", "-h", node.host, "-p", str(node.port), "cluster", "info"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        return "cluster_state:ok" in info.stdout and "cluster_slots_ok:16384" in info.stdout
 
     def kill(self) -> None:
         for node in self.nodes:

@@ -289,3 +289,41 @@ async def test_the_dispute_queue_is_shared_between_sqlite_nodes(
         await b.close()
         sa.close()
         sb.close()
+
+
+async def test_a_redis_that_never_answers_degrades_and_stops_in_bounded_time(
+    tmp_path: Path,
+) -> None:
+    """A hung Redis (the port accepts, nothing ever answers): the node goes
+    degraded, keeps its rows, and its stop is not held by the client."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        accepted.append(w)
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    engine = new_engine()
+    service = SubscriberService(tmp_path / "subscribers.sqlite3")
+    link = ClusterLink(
+        ClusterConfig(
+            enabled=True, redis_url=f"redis://127.0.0.1:{port}/0", node="a",
+            sync_interval=FAST, timeout=0.5,
+        ),
+        engine, subscribers=service,
+    )  # fmt: skip
+    try:
+        await link.start()
+        engine.record(facts(0, time.monotonic()))
+        await until(lambda: link.degraded, 5.0)
+        assert accepted, "the client never reached the silent server"
+        started = time.monotonic()
+        await link.close()
+        assert time.monotonic() - started < 5.0
+        assert link.pending or link.dropped_rows, "the unsent row vanished uncounted"
+    finally:
+        service.close()
+        for w in accepted:
+            w.close()
+        silent.close()
+        await silent.wait_closed()

@@ -153,7 +153,12 @@ class ClusterLink:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # bounded: a stop must not wait on a Redis client that hangs
+        if self._tasks:
+            grace = self.cfg.timeout + 1
+            _done, stuck = await asyncio.wait(self._tasks, timeout=grace)
+            if stuck:
+                log.warning("cluster: %d tasks did not stop within %.1f s", len(stuck), grace)
         if self.engine is not None:  # a last push, if Redis is there
             self.pending.extend(journal.drain(self.engine))
             try:
@@ -161,7 +166,10 @@ class ClusterLink:
             except Exception:  # stopping: what could not be sent is lost, and counted
                 self.dropped_rows += len(self.pending)
         if self.redis is not None:
-            await self.redis.aclose()
+            try:
+                await asyncio.wait_for(self.redis.aclose(), self.cfg.timeout)
+            except Exception as exc:  # stopping anyway
+                log.warning("cluster: closing the Redis client: %r", exc)
 
     # -- state ----------------------------------------------------------
 
