@@ -170,7 +170,13 @@ def run_blast(
 
 
 def write_config(
-    path: Path, sip: int, admin: int, switch: int, limits: dict[str, Any], defended: bool = False
+    path: Path,
+    sip: int,
+    admin: int,
+    switch: int,
+    limits: dict[str, Any],
+    defended: bool = False,
+    cap: int = 0,
 ) -> None:
     lines = [
         "[sip]",
@@ -196,29 +202,41 @@ def write_config(
         "[subscribers]",
         f'data_dir = "{path.parent / "var"}"',
     ]
+    flood: dict[str, Any] = {}
     if defended:
-        lines += [
-            "[[peers]]", 'name = "caller"', f'addresses = ["{HOST}/32"]',
-            "[flood]", "per_ip_rate = 20.0", "per_ip_burst = 40",
-        ]  # fmt: skip
+        lines += ["[[peers]]", 'name = "caller"', f'addresses = ["{HOST}/32"]']
+        flood.update(per_ip_rate=20.0, per_ip_burst=40)
+    if cap:
+        # --cap: every per-number and per-address table bounded at `cap`, so
+        # a run of a few thousand distinct callers reaches the bounds that
+        # take 100,000 at the defaults
+        tables = ("max_numbers", "max_ranges", "max_calls")
+        lines += ["[reputation]", *(f"{k} = {cap}" for k in tables)]
+        flood.update(max_ips=cap, max_callers=cap)
+    if flood:
+        lines += ["[flood]", *(f"{k} = {v}" for k, v in flood.items())]
     path.write_text("\n".join(lines) + "\n")
 
 
-def sample(pid: int) -> tuple[int, int]:
-    """(RSS in kB, open fds) of a process; (0, 0) once it is gone."""
+def sample(pid: int) -> tuple[int, int, int]:
+    """(RSS, anonymous RSS in kB, open fds) of a process; zeros once it is
+    gone. Anonymous is the heap: file pages (code, mapped artefacts) are
+    shared and bounded by the files."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-        return rss, len(os.listdir(f"/proc/{pid}/fd"))
+        anon = int(re.search(r"RssAnon:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+        return rss, anon, len(os.listdir(f"/proc/{pid}/fd"))
     except (OSError, AttributeError):
-        return 0, 0
+        return 0, 0, 0
 
 
 def metrics(admin: int) -> dict[str, float]:
     """The proxy's counters worth reporting, summed over labels we do not keep."""
     keep = ("rs_sip_received_total", "rs_sip_parse_errors_total", "rs_sip_send_errors_total",
             "rs_sip_shed_total", "rs_flood_limited_total", "rs_tcp_closed_total",
-            "rs_sip_dropped_total", "rs_sip_local_replies_total")  # fmt: skip
+            "rs_sip_dropped_total", "rs_sip_local_replies_total",
+            "rs_reputation_tracked", "rs_flood_tracked")  # fmt: skip
     out: Counter[str] = Counter()
     try:
         with urllib.request.urlopen(f"http://{HOST}:{admin}/metrics", timeout=5) as resp:
@@ -228,8 +246,9 @@ def metrics(admin: int) -> dict[str, float]:
     for line in text.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
         if name in keep:
-            label = re.search(r'(?:reason|transport)="([^"]*)"', line)
-            split = name in ("rs_tcp_closed_total", "rs_sip_received_total")
+            label = re.search(r'(?:reason|transport|table)="([^"]*)"', line)
+            split = name in ("rs_tcp_closed_total", "rs_sip_received_total",
+                             "rs_reputation_tracked", "rs_flood_tracked")  # fmt: skip
             key = f"{name}[{label.group(1)}]" if split and label else name
             out[key] += float(line.rsplit(" ", 1)[1])
     return dict(out)
@@ -251,7 +270,8 @@ def wait_ready(proc: subprocess.Popen[bytes], admin: int, timeout: float = 20.0)
 
 
 async def _attack(args: argparse.Namespace, port: int, proc: subprocess.Popen[bytes],
-                  rss: list[int], fds: list[int], blaster: Any) -> dict[str, Any]:  # fmt: skip
+                  rss: list[tuple[int, int]], fds: list[int],
+                  blaster: Any) -> dict[str, Any]:  # fmt: skip
     """TCP abuse spread over the datagram blast, and samples every 0.25 s,
     until the blaster is done (or --max-seconds)."""
     abuse = TcpAbuse(port, args.per_source, args.message_timeout)
@@ -267,9 +287,9 @@ async def _attack(args: argparse.Namespace, port: int, proc: subprocess.Popen[by
             await abuse.run(kind)
 
     while loop.time() - start < args.max_seconds + 1:
-        r, f = sample(proc.pid)
+        r, anon, f = sample(proc.pid)
         if r:
-            rss.append(r)
+            rss.append((r, anon))
             fds.append(f)
         if proc.poll() is not None:
             break
@@ -297,7 +317,7 @@ def survive(args: argparse.Namespace) -> dict[str, Any]:
     sip, admin, switch = free_port(), free_port(), free_port()
     limits = {"message_timeout": args.message_timeout,
               "max_connections_per_source": args.per_source}  # fmt: skip
-    write_config(work / "proxy.toml", sip, admin, switch, limits, args.defended)
+    write_config(work / "proxy.toml", sip, admin, switch, limits, args.defended, args.cap)
     script = Path(sys.executable).with_name("robocall-shield")
     cmd = [str(script), "serve", "--config", str(work / "proxy.toml")]
     ctx = mp.get_context("spawn")
@@ -310,7 +330,8 @@ def survive(args: argparse.Namespace) -> dict[str, Any]:
         caller = ctx.Process(target=run_calls, args=(sip, switch, args.call_rate, stop, calls_out))
         caller.start()
         calls_out.get(timeout=20)  # the UAS is bound
-        rss, fds = [sample(proc.pid)[0]], [sample(proc.pid)[1]]
+        r, anon, f = sample(proc.pid)
+        rss, fds = [(r, anon)], [f]
         drops = udp_errors()["RcvbufErrors"]
         began = time.monotonic()
         blaster = ctx.Process(
@@ -326,7 +347,7 @@ def survive(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         calls = calls_out.get(timeout=2 * CALL_TIMEOUT + 20)
         time.sleep(SETTLE)
-        end_rss, end_fds = sample(proc.pid)
+        end_rss, _anon, end_fds = sample(proc.pid)
         alive = proc.poll() is None
         counters = metrics(admin) if alive else {}
     finally:
@@ -354,15 +375,25 @@ def survive(args: argparse.Namespace) -> dict[str, Any]:
         "crashes": 0 if alive else 1,
         "exit_code": exit_code,
         "attack_seconds": round(attack_seconds, 1),
-        "rss_mb": {"start": round(rss[0] / 1024, 1), "peak": round(max(rss) / 1024, 1),
+        "rss_mb": {"start": round(rss[0][0] / 1024, 1),
+                   "peak": round(max(r for r, _ in rss) / 1024, 1),
                    "end": round(end_rss / 1024, 1)},
         "fds": {"start": fds[0], "peak": max(fds), "end": end_fds},
-        "rss_timeline_mb": [round(rss[i * (len(rss) - 1) // 10] / 1024, 1) for i in range(11)],
+        "rss_timeline_mb": tenths([r for r, _ in rss]),
+        "rss_anon_timeline_mb": tenths([a for _, a in rss]),
+        # the heap's growth over the last third of the attack: ~0 once every
+        # bounded table is full
+        "rss_anon_last_third_growth_mb": round((rss[-1][1] - rss[2 * len(rss) // 3][1]) / 1024, 1),
         "samples": len(rss),
         "proxy_metrics": counters,
         "tracebacks_in_log": log_text.count("Traceback"),
         "workdir": str(work),
     }  # fmt: skip
+
+
+def tenths(kb: list[int]) -> list[float]:
+    """Eleven samples, start to end, in MB."""
+    return [round(kb[i * (len(kb) - 1) // 10] / 1024, 1) for i in range(11)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="declare the caller a [[peers]] entry; strangers dropped and flood-limited",
     )
+    p.add_argument("--cap", type=int, default=0,
+                   help="bound [reputation] max_numbers/max_ranges/max_calls and [flood] "
+                   "max_ips/max_callers at this (>= 100): a short run reaches them")  # fmt: skip
     p.add_argument("--json", type=Path, help="write the report here")
     args = p.parse_args(argv)
     report = survive(args)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RSS_GROWTH_MB = 50  # the bound this test holds the proxy to
+CAP = 100  # --cap: the per-number and per-address tables' bound in this run
 
 
 def test_the_proxy_survives_hostile_input_and_calls_still_complete(tmp_path: Path) -> None:
@@ -21,6 +22,7 @@ def test_the_proxy_survives_hostile_input_and_calls_still_complete(tmp_path: Pat
         sys.executable, "-m", "loadtest.survival",
         "--datagrams", "20000", "--rate", "2000", "--tcp-abuses", "300",
         "--message-timeout", "1", "--call-rate", "10", "--max-seconds", "25",
+        "--cap", str(CAP),
         "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
@@ -46,4 +48,9 @@ def test_the_proxy_survives_hostile_input_and_calls_still_complete(tmp_path: Pat
     closed = report["proxy_metrics"]
     assert closed.get("rs_tcp_closed_total[message-timeout]", 0) > 0, closed
     assert closed.get("rs_tcp_closed_total[source-limit]", 0) > 0, closed
+    # the attack's junk INVITEs and the calls bring more distinct callers
+    # and addresses than CAP: the tables that hold them stay at their bound
+    for table in ("rs_reputation_tracked[callers]", "rs_flood_tracked[callers]"):
+        assert 0 < closed.get(table, -1) <= CAP, (table, closed)
+    assert 0 < closed.get("rs_flood_tracked[ips]", -1) <= CAP, closed
     assert done.returncode == 0, summary
