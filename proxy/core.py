@@ -61,6 +61,7 @@ from .sip.grammar import is_digits, split_commas
 from .sip.message import SipMessage
 from .sip.via import parse_via_value
 from .stir.verstat import with_verstat
+from .transactions import RecentTransactions
 
 if TYPE_CHECKING:
     from .stir.checker import StirVerifier
@@ -110,6 +111,7 @@ class StatelessProxy:
         self.admit = 1.0
         self._credit = 0.0
         self.reputation = reputation  # fed every INVITE, final response and BYE it sees
+        self.recent = RecentTransactions()  # screened lately, by branch
         self.stir: StirVerifier | None = None  # set by the worker when [stir] is enabled
         self.pipeline = pipeline
         self.pool = pool
@@ -368,7 +370,8 @@ class StatelessProxy:
                 attest=checked.attest if passed else call.attest,
             )
             if verstat == FAILED and self.stir.cfg.reject_failed:
-                events.append(Screened(call, REJECTED_IDENTITY, Action.BLOCK))
+                repeat = self.recent.repeat(hash(branch), now)
+                events.append(Screened(call, REJECTED_IDENTITY, Action.BLOCK, repeat=repeat))
                 return events + reply(438, "Invalid Identity Header")
             if not self.stir.cfg.verstat:
                 verstat = None
@@ -380,7 +383,8 @@ class StatelessProxy:
             result = self.pipeline.screen(call)
             elapsed = timer() - started if timer is not None else 0.0
             action = result.verdict.action
-            events.append(Screened(call, result, action, elapsed))
+            repeat = self.recent.repeat(hash(branch), now)
+            events.append(Screened(call, result, action, elapsed, repeat))
             if action is Action.BLOCK:
                 status = result.verdict.sip_status
                 if status != 603:

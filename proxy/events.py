@@ -70,6 +70,9 @@ class Screened:
     screening: Screening
     action: Action  # what was done: the verdict, unless it was only observed
     elapsed: float = 0.0  # seconds the screening took, when the core has a timer
+    # a retransmission of a transaction screened moments ago: answered the
+    # same way again, but not counted, logged or recorded a second time
+    repeat: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,12 @@ class Metrics:
         self.shed = Counter(
             "rs_sip_shed", "New calls refused with 503 while overloaded", ["method"], registry=r
         )
+        self.repeats = Counter(
+            "rs_sip_retransmissions",
+            "Retransmitted INVITEs and MESSAGEs answered again but not counted as new calls",
+            ["method"],
+            registry=r,
+        )
         self.overloaded = Gauge(
             "rs_overloaded",
             "1 while the worker sheds new calls (loop lag or receive backlog)",
@@ -377,6 +383,9 @@ class Metrics:
         one per call, counted straight into Prometheus."""
         inc = self._inc
         if isinstance(ev, Screened):
+            if ev.repeat:
+                inc(self.repeats, (method_label(ev.call.method),))
+                return
             action = ev.action.value
             inc(self.verdicts, (action, method_label(ev.call.method)))
             result = ev.screening

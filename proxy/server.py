@@ -176,6 +176,8 @@ class Worker:
                 if edge is None or not edge.send(ev.dest, ev.data):
                     self.metrics.send_errors.labels(ev.dest.transport).inc()
             elif isinstance(ev, Screened):
+                if ev.repeat:  # logged and recorded at its first copy
+                    continue
                 self.verdicts.write(ev)
                 if self.records is not None:
                     self.records.add(ev, time.time(), self.metrics.peers.name_of(ev.call.source))

@@ -18,6 +18,7 @@ from proxy.core import StatelessProxy
 from proxy.events import Address, Event, Send
 from proxy.sip import SipParseError, SipRequest, SipResponse, parse_datagram
 from proxy.sip.parser import parse_message, parse_strict
+from proxy.transactions import RecentTransactions
 from tests.conftest import make_config, make_core
 from tests.sipmsg import request, response
 from tests.test_conformance import all_messages, mutate
@@ -93,12 +94,14 @@ def _without_wire(core: StatelessProxy, data: bytes, source: Address) -> list[Ev
     """What the core does with the message when it cannot splice."""
     msg = parse_datagram(data)
     assert msg is not None
+    core.recent = RecentTransactions()
     return core.receive_message(dataclasses.replace(msg, wire=b""), source, 0.0)
 
 
 def assert_same_relay(core: StatelessProxy, data: bytes, source: Address) -> list[Event]:
     msg = parse_datagram(data)
     assert msg is not None and msg.wire == data, "expected a message the core can splice"
+    core.recent = RecentTransactions()  # each request here is new, whatever its branch
     spliced = core.receive_datagram(data, source, 0.0)
     assert spliced == _without_wire(core, data, source)
     return spliced

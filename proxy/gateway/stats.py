@@ -78,6 +78,8 @@ class PeerStats:
             self.outcome(ev, now)
 
     def screened(self, ev: Screened, now: float) -> None:
+        if ev.repeat:  # a retransmission: the call is counted once
+            return
         minutes, hours = self.rings[self.directory.name_of(ev.call.source)]
         a, b = minutes.slot(now), hours.slot(now)
         attest = _ATTEST.get(ev.call.attest or "", ATTEST_NONE)

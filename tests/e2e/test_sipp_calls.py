@@ -7,6 +7,8 @@ message traces, and the proxy's own metrics and verdict log.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from .conftest import CALLEE, CLEAN_CALLER, Lab
@@ -168,6 +170,12 @@ def test_retransmitted_invite_is_forwarded_again(lab: Lab) -> None:
     assert first.vias[0].startswith(f"SIP/2.0/UDP {proxy_at(lab)};")
     assert first.text == second.text
     assert proxy.metric("rs_sip_forwarded_total", kind="request", method="INVITE") == 2
+    # screened twice, as a stateless proxy must, but one call: counted, logged
+    # (and recorded) once, the copy counted as a retransmission
+    assert proxy.metric("rs_screening_verdicts_total", action="pass", method="INVITE") == 1
+    assert proxy.metric("rs_sip_retransmissions_total", method="INVITE") == 1
+    time.sleep(0.3)  # the verdict log's writer batches every 0.1 s
+    assert len(proxy.verdicts(2, timeout=0.5)) == 1
 
 
 def test_cancel_while_ringing(lab: Lab) -> None:
