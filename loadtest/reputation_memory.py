@@ -90,8 +90,8 @@ def fill_engine(engine: ReputationEngine, caps: dict[str, int], sample: int) -> 
     minute, hour) has its previous and current bucket, the callee ring is
     full, the outcome counters are set. Callers spread over max_ranges
     thousands-blocks, their calls over the sampled peers (whose windows fill).
-    The finished Call-IDs fill on the way; max_calls answered calls, awaiting
-    their BYE, come last."""
+    The transactions seen (the retransmission guard) fill on the way;
+    max_calls answered calls, awaiting their BYE, come last."""
     n, r = caps["numbers"], caps["ranges"]
     hour = int(T_START) // 3600 + 1
     t_prev, t_cur = hour * 3600 - 0.5, hour * 3600 + 0.5
@@ -145,12 +145,12 @@ def memory_child(caps: dict[str, int], how: str) -> dict[str, Any]:
         "ranges": engine.ranges.entries,
         "peers": engine.peers.entries,
         "calls": engine.calls,
-        "finished": getattr(engine, "finished", {}),
+        "seen": engine.seen,
     }
     counts = {name: len(t) for name, t in tables.items()}
     want = {"callers": cfg.max_numbers, "ranges": cfg.max_ranges, "peers": sample}
-    want |= {"calls": cfg.max_calls, "finished": cfg.max_calls}
-    if any(counts[k] < v for k, v in want.items() if k in counts and (k != "finished" or v)):
+    want |= {"calls": cfg.max_calls, "seen": cfg.max_calls}
+    if any(counts[k] < v for k, v in want.items()):
         raise SystemExit(f"bench_reputation: engine not filled to its caps: {counts}")
     added = {name: inflate(tables[name]) for name in ("callers", "ranges", "peers")}
     ceiling = used()
@@ -253,7 +253,7 @@ TABLES = {
     "ranges": "thousands-blocks",
     "peers": "peers",
     "calls": "calls in progress",
-    "finished": "finished Call-IDs",
+    "seen": "transactions seen (retransmission guard)",
 }
 
 
@@ -298,7 +298,7 @@ def memory_lines(mem: dict[str, Any]) -> tuple[list[str], str]:
     statement = (
         f"Memory bound: at most {bound:,.0f} MB for {caps['numbers']:,} active numbers at the "
         f"default caps ({caps['ranges']:,} thousands-blocks, {caps['peers']:,} peers, "
-        f"{caps['calls']:,} calls awaiting an outcome and as many finished Call-IDs), every "
+        f"{caps['calls']:,} calls awaiting an outcome and as many transactions seen), every "
         f"entry in its worst state and every counter past 256; a number costs at most "
         f"{per_number:,.0f} bytes"
     )
