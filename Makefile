@@ -40,8 +40,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --strict proxy blocklists
 
 ## test: lint, then the whole suite, SIPp end-to-end tests included
+## (pytest-timeout bounds each test; this bounds the run even if a hung
+## test's teardown hangs too: SIGINT first, so pytest prints where it was)
 test: $(STAMP) system-deps lint
-	$(PY) -m pytest -q
+	timeout --signal=INT --kill-after=60 3300 $(PY) -m pytest -q
 
 ## unit: the suite without the SIPp end-to-end tests
 unit: $(STAMP)

@@ -166,10 +166,15 @@ class ClusterLink:
             except Exception:  # stopping: what could not be sent is lost, and counted
                 self.dropped_rows += len(self.pending)
         if self.redis is not None:
-            try:
-                await asyncio.wait_for(self.redis.aclose(), self.cfg.timeout)
-            except Exception as exc:  # stopping anyway
-                log.warning("cluster: closing the Redis client: %r", exc)
+            # asyncio.wait, not wait_for: wait_for would wait for a client
+            # that does not take its cancellation
+            closing = asyncio.ensure_future(self.redis.aclose())
+            done, _ = await asyncio.wait([closing], timeout=self.cfg.timeout)
+            if not done:
+                closing.cancel()
+                log.warning("cluster: the Redis client did not close in %.1f s", self.cfg.timeout)
+            elif closing.exception() is not None:  # stopping anyway
+                log.warning("cluster: closing the Redis client: %r", closing.exception())
 
     # -- state ----------------------------------------------------------
 
