@@ -15,7 +15,7 @@ response ``final``, per BYE ``ended``. Rows, in µs per operation:
 
 The engine is warm before anything is timed: a simulated carrier stream at
 200 calls/s of simulated time has filled the caller table to max_numbers and
-the transactions seen to max_calls, with thousands-blocks, peers and calls in
+the calls table to its level, with thousands-blocks, peers and calls in
 progress whose finals and BYEs arrive on time. Each repeat times a fresh,
 pre-built part of that stream (distinct Call-IDs, new and repeat callers,
 campaigns, an attestation mix) second by second: that second's INVITEs, then

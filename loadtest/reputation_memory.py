@@ -90,7 +90,6 @@ def fill_engine(engine: ReputationEngine, caps: dict[str, int], sample: int) -> 
     minute, hour) has its previous and current bucket, the callee ring is
     full, the outcome counters are set. Callers spread over max_ranges
     thousands-blocks, their calls over the sampled peers (whose windows fill).
-    The transactions seen (the retransmission guard) fill on the way;
     max_calls answered calls, awaiting their BYE, come last."""
     n, r = caps["numbers"], caps["ranges"]
     hour = int(T_START) // 3600 + 1
@@ -145,11 +144,10 @@ def memory_child(caps: dict[str, int], how: str) -> dict[str, Any]:
         "ranges": engine.ranges.entries,
         "peers": engine.peers.entries,
         "calls": engine.calls,
-        "seen": engine.seen,
     }
     counts = {name: len(t) for name, t in tables.items()}
     want = {"callers": cfg.max_numbers, "ranges": cfg.max_ranges, "peers": sample}
-    want |= {"calls": cfg.max_calls, "seen": cfg.max_calls}
+    want |= {"calls": cfg.max_calls}
     if any(counts[k] < v for k, v in want.items()):
         raise SystemExit(f"bench_reputation: engine not filled to its caps: {counts}")
     added = {name: inflate(tables[name]) for name in ("callers", "ranges", "peers")}
@@ -253,7 +251,6 @@ TABLES = {
     "ranges": "thousands-blocks",
     "peers": "peers",
     "calls": "calls in progress",
-    "seen": "transactions seen (retransmission guard)",
 }
 
 
@@ -298,7 +295,7 @@ def memory_lines(mem: dict[str, Any]) -> tuple[list[str], str]:
     statement = (
         f"Memory bound: at most {bound:,.0f} MB for {caps['numbers']:,} active numbers at the "
         f"default caps ({caps['ranges']:,} thousands-blocks, {caps['peers']:,} peers, "
-        f"{caps['calls']:,} calls awaiting an outcome and as many transactions seen), every "
+        f"{caps['calls']:,} calls awaiting an outcome), every "
         f"entry in its worst state and every counter past 256; a number costs at most "
         f"{per_number:,.0f} bytes"
     )

@@ -359,7 +359,6 @@ def state_of(engine: ReputationEngine) -> dict[str, int]:
         "ranges": len(engine.ranges),
         "peers": len(engine.peers),
         "calls": len(engine.calls),
-        "seen": len(engine.seen),
         "callers_evicted": engine.callers.evicted,
     }
 
@@ -367,15 +366,13 @@ def state_of(engine: ReputationEngine) -> dict[str, int]:
 def warm_up(
     engine: ReputationEngine, check: ReputationCheck, stream: Stream, cfg: ReputationConfig
 ) -> dict[str, Any]:
-    """Feed the stream untimed until the caller table and the table of
-    transactions seen (the retransmission guard) are full, and ten simulated
-    minutes at least (calls in progress reach their level); the INVITEs it
-    took, its seconds and the state."""
+    """Feed the stream untimed until the caller table is full, and ten
+    simulated minutes at least (calls in progress reach their level); the
+    INVITEs it took, its seconds and the state."""
     t0 = time.perf_counter()
     warm_calls = 0
     while (
         len(engine.callers) < cfg.max_numbers
-        or len(engine.seen) < cfg.max_calls
         or warm_calls < 600 * RATE
     ):
         batches = stream.batches(20_000)

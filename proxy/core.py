@@ -357,10 +357,12 @@ class StatelessProxy:
         events: list[Event] = []
         label: Verdict | None = None
         verstat: str | None = None
+        repeat = False  # a retransmission of a transaction screened lately
         if call is not None and self.stir is not None:
             checked = self.stir.verify(req, call, now, may_wait=not waited)
             if isinstance(checked, str):  # its certificate is being fetched
                 return [AwaitCertificate(checked, req, source)]
+            repeat = self.recent.repeat(hash(branch), now)
             verstat = checked.outcome.value
             passed = verstat == PASSED
             call = replace(
@@ -370,20 +372,21 @@ class StatelessProxy:
                 attest=checked.attest if passed else call.attest,
             )
             if verstat == FAILED and self.stir.cfg.reject_failed:
-                repeat = self.recent.repeat(hash(branch), now)
                 events.append(Screened(call, REJECTED_IDENTITY, Action.BLOCK, repeat=repeat))
                 return events + reply(438, "Invalid Identity Header")
             if not self.stir.cfg.verstat:
                 verstat = None
         if call is not None:
-            if self.reputation is not None and self.reputation.record(call, branch):
+            if self.stir is None:
+                repeat = self.recent.repeat(hash(branch), now)
+            if self.reputation is not None and not repeat:
+                self.reputation.record(call)
                 screened = req.call_id  # recorded now: forget it if answered here
             timer = self.timer
             started = timer() if timer is not None else 0.0
             result = self.pipeline.screen(call)
             elapsed = timer() - started if timer is not None else 0.0
             action = result.verdict.action
-            repeat = self.recent.repeat(hash(branch), now)
             events.append(Screened(call, result, action, elapsed, repeat))
             if action is Action.BLOCK:
                 status = result.verdict.sip_status

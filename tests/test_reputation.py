@@ -789,16 +789,19 @@ def caller_traffic(engine: ReputationEngine, caller: str = CALLER) -> Traffic:
     return t
 
 
-def test_a_retransmitted_invite_is_counted_once() -> None:
+def test_a_new_invite_reusing_a_call_id_is_a_new_call() -> None:
+    """The engine counts what it is given; telling a retransmission is the
+    core's (tests/test_reputation_wiring.py, tests/test_transactions.py)."""
     engine = ReputationEngine(rcfg())
     call = facts(t=10.0)
     engine.record(call)
     engine.record(dataclasses.replace(call, received=10.5))  # same Call-ID
-    assert caller_traffic(engine).calls(10.5) == (1.0, 1.0, 1.0)
+    assert caller_traffic(engine).calls(10.5)[2] == 2.0
     peer = engine.peers.get(PEER)
     rng = engine.ranges.get(CALLER_KEY // 1000)
-    assert peer is not None and peer.calls(10.5)[2] == 1.0
-    assert rng is not None and rng.calls(10.5)[2] == 1.0
+    assert peer is not None and peer.calls(10.5)[2] == 2.0
+    assert rng is not None and rng.calls(10.5)[2] == 2.0
+    assert len(engine.calls) == 1  # outcomes belong to the newest call
 
 
 def test_forget_leaves_the_answer_rate_untouched() -> None:

@@ -110,9 +110,6 @@ class ReputationEngine:
         # OrderedDicts: popping the oldest of a plain dict that has seen many
         # deletions scans the holes they left, O(n) per call
         self.calls: OrderedDict[int, _Call] = OrderedDict()
-        # transactions recorded lately (by branch): a retransmission, even
-        # after its call has finished or been evicted, is not a new call
-        self.seen: OrderedDict[int, None] = OrderedDict()
         # `now` is whatever clock the caller uses (the proxy: monotonic);
         # adding this gives Unix time, which complaint ages are counted in
         self.wall_offset = 0.0
@@ -133,8 +130,6 @@ class ReputationEngine:
             table.trim()
         while len(self.calls) > cfg.max_calls:
             self.calls.popitem(last=False)
-        while len(self.seen) > cfg.max_calls:
-            self.seen.popitem(last=False)
         self.weights = dict(cfg.weights)
         self.observe = frozenset(c for c, m in cfg.modes.items() if m == "observe")
         self.max_calls = cfg.max_calls
@@ -145,19 +140,12 @@ class ReputationEngine:
 
     # -- what the proxy saw ----------------------------------------------
 
-    def record(self, call: CallFacts, txn: str | None = None) -> bool:
-        """An initial INVITE or MESSAGE. ``txn`` identifies its transaction
-        (the proxy's branch): a retransmission is not counted twice, but a
-        new INVITE reusing a Call-ID is a new call. True when recorded."""
+    def record(self, call: CallFacts) -> None:
+        """A new initial INVITE or MESSAGE. Retransmissions are the caller's
+        to tell (the proxy core does, by transaction: proxy/transactions.py);
+        a new INVITE reusing a Call-ID is a new call."""
         calls = self.calls
         cid = hash(call.call_id)
-        tid = hash(txn) if txn is not None else cid
-        seen = self.seen
-        if tid in seen:
-            return False
-        seen[tid] = None
-        if len(seen) > self.max_calls:
-            seen.popitem(last=False)
         now = call.received
         callee = call.callee_key
         peer = self.peers.touch(call.source, now)
@@ -179,7 +167,6 @@ class ReputationEngine:
             journal.append((now, key, callee, 0))
         if len(calls) > self.max_calls:
             calls.popitem(last=False)  # the oldest call; its outcome goes uncounted
-        return True
 
     def _finish(self, cid: int) -> None:
         self.calls.pop(cid, None)
