@@ -65,6 +65,7 @@ from .transactions import RecentTransactions
 
 if TYPE_CHECKING:
     from .stir.checker import StirVerifier
+    from .stir.verify import Verification
 
 PASSED, FAILED = "TN-Validation-Passed", "TN-Validation-Failed"
 # [stir] reject_failed: the verdict recorded for a call refused with 438
@@ -357,19 +358,23 @@ class StatelessProxy:
         events: list[Event] = []
         label: Verdict | None = None
         verstat: str | None = None
-        repeat = False  # a retransmission of a transaction screened lately
+        verified: Verification | None = None
         if call is not None and self.stir is not None:
             checked = self.stir.verify(req, call, now, may_wait=not waited)
             if isinstance(checked, str):  # its certificate is being fetched
                 return [AwaitCertificate(checked, req, source)]
-            repeat = self.recent.repeat(hash(branch), now)
-            verstat = checked.outcome.value
+            verified = checked
+        # a retransmission of a transaction screened lately (told once the
+        # call is screened, not while its certificate is being fetched)
+        repeat = call is not None and self.recent.repeat(hash(branch), now)
+        if call is not None and self.stir is not None and verified is not None:
+            verstat = verified.outcome.value
             passed = verstat == PASSED
             call = replace(
                 call,
                 verified=verstat,
-                verify_reason=checked.reason,
-                attest=checked.attest if passed else call.attest,
+                verify_reason=verified.reason,
+                attest=verified.attest if passed else call.attest,
             )
             if verstat == FAILED and self.stir.cfg.reject_failed:
                 events.append(Screened(call, REJECTED_IDENTITY, Action.BLOCK, repeat=repeat))
@@ -377,8 +382,6 @@ class StatelessProxy:
             if not self.stir.cfg.verstat:
                 verstat = None
         if call is not None:
-            if self.stir is None:
-                repeat = self.recent.repeat(hash(branch), now)
             if self.reputation is not None and not repeat:
                 self.reputation.record(call)
                 screened = req.call_id  # recorded now: forget it if answered here
