@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.cluster import journal
+from proxy.cluster import counters, journal
 from proxy.cluster.keys import Keys
 from proxy.cluster.settings import parse_cluster, redacted
 from proxy.config_table import ConfigError, Table
@@ -50,8 +50,10 @@ def test_a_campaign_split_over_two_nodes_scores_as_on_one_node() -> None:
         node.record(facts(n, now - (0.37 if node is b else 0.0)))
     rows_a, rows_b = journal.drain(a), journal.drain(b)
     assert sum(r[2] for r in rows_a) == 40 and sum(r[2] for r in rows_b) == 40
-    assert journal.apply(a, journal.decode(journal.encode("b", rows_b))[1], 140.0) == 40
-    journal.apply(b, journal.decode(journal.encode("a", rows_a))[1], 140.0 - 0.37)
+    from_b = journal.decode(journal.encode(journal.Batch("b", 1, tuple(rows_b))))
+    assert journal.apply(a, from_b.rows, 140.0) == 40
+    from_a = journal.decode(journal.encode(journal.Batch("a", 1, tuple(rows_a))))
+    journal.apply(b, from_a.rows, 140.0 - 0.37)
     want = explain(single, 140.0)
     assert want[0] > 0 and "fan-out" in want[1]  # the campaign is visible on one node
     for node, now in ((a, 140.0), (b, 140.0 - 0.37)):
@@ -110,17 +112,57 @@ def test_compact_keeps_minute_and_hour_totals() -> None:
     "data",
     [
         b"not json",
+        b'{"v": 1, "from": "x", "rows": []}',  # format 1: no sequence, not applied twice-safe
+        b'{"v": 3, "from": "x", "seq": 1, "rows": []}',
+        b'{"v": 2, "seq": 1, "rows": []}',
         b'{"v": 2, "from": "x", "rows": []}',
-        b'{"v": 1, "rows": []}',
-        b'{"v": 1, "from": "x", "rows": [[1, 2, 3]]}',
-        b'{"v": 1, "from": "x", "rows": [[0, 1, 1, 0, 0, 0, 0, 0]]}',
-        b'{"v": 1, "from": "x", "rows": [[12125550100, 1, -1, 0, 0, 0, 0, 0]]}',
-        b'{"v": 1, "from": "x", "rows": [[12125550100, 1, 1, 1.5, 0, 0, 0, 0]]}',
+        b'{"v": 2, "from": "x", "seq": 0, "rows": []}',
+        b'{"v": 2, "from": "x", "seq": 1.5, "rows": []}',
+        b'{"v": 2, "from": "x", "seq": 1, "rows": [[1, 2, 3]]}',
+        b'{"v": 2, "from": "x", "seq": 1, "rows": [[0, 1, 1, 0, 0, 0, 0, 0]]}',
+        b'{"v": 2, "from": "x", "seq": 1, "rows": [[12125550100, 1, -1, 0, 0, 0, 0, 0]]}',
+        b'{"v": 2, "from": "x", "seq": 1, "rows": [[12125550100, 1, 1, 1.5, 0, 0, 0, 0]]}',
     ],
 )
 def test_a_bad_batch_is_refused_whole(data: bytes) -> None:
     with pytest.raises(ValueError):
         journal.decode(data)
+
+
+def test_a_batch_being_sent_is_frozen_until_it_lands() -> None:
+    a = engine()
+    for n in range(30):
+        a.record(facts(n, 5.0 + n * 3))  # seconds apart: one row each
+    box = counters.Outbox("a#1")
+    box.add(journal.drain(a))
+    first = box.next()
+    assert first is not None and first.seq == 1 and first.rows == 30
+    more = [(12125550100 + k, 1_700_000_000 + k, 1, 1, 0, 0, 0, 0) for k in range(50)]
+    box.add(more)
+    assert box.bound(10) == 40  # only the rows outside the in-flight batch
+    assert box.waiting == 40
+    again = box.next()  # a retry after a timeout: the same bytes, the same sequence
+    assert again is first
+    box.landed(first)
+    second = box.next()
+    assert second is not None and second.seq == 2 and second.rows == 10
+    sent = journal.decode(second.data)
+    assert sent.sender == "a#1" and sent.rows == tuple(more[-10:])  # the newest kept
+
+
+def test_a_receiver_applies_each_batch_of_a_sender_once() -> None:
+    seen = counters.Applied(size=2)
+    rows = ((12125550100, 1, 1, 1, 0, 0, 0, 0),)
+    one, two = journal.Batch("a#1", 1, rows), journal.Batch("a#1", 2, rows)
+    assert seen.fresh(one)
+    seen.mark(one)
+    assert not seen.fresh(one) and seen.fresh(two)
+    seen.mark(two)
+    assert not seen.fresh(one) and not seen.fresh(two)
+    assert seen.fresh(journal.Batch("b#1", 1, rows))  # another sender, the same sequence
+    seen.mark(journal.Batch("b#1", 1, rows))
+    seen.mark(journal.Batch("c#1", 1, rows))  # the least recently heard sender goes
+    assert list(seen.last) == ["b#1", "c#1"]
 
 
 def test_every_key_is_hash_tagged_and_on_its_own_slot() -> None:

@@ -1,7 +1,7 @@
 """The Redis edge of [cluster], against a real redis-server on loopback:
-counters merge across nodes, subscriber changes spread within a second,
-blocklist versions are followed, and Redis going away is survived and
-reconciled."""
+counters merge across nodes (each batch once), subscriber changes spread
+within a second, blocklist versions are followed, and Redis going away is
+survived and reconciled."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.cluster import journal
 from proxy.cluster.link import ClusterLink
 from proxy.cluster.settings import ClusterConfig
 from proxy.reputation.engine import ReputationEngine
@@ -76,7 +77,7 @@ async def test_counters_merge_and_reconcile_after_redis_was_down(redis: RedisSer
             a_engine.record(facts(n, time.monotonic()))
         await asyncio.sleep(3 * FAST)
         assert hour_calls(a_engine) == 70 and hour_calls(b_engine) == 50
-        assert a.pending  # kept for later, not lost
+        assert a.outbox.waiting  # kept for later, not lost
 
         redis.start()  # the same address, empty
         await until(lambda: not a.degraded and not b.degraded, 10)
@@ -320,10 +321,53 @@ async def test_a_redis_that_never_answers_degrades_and_stops_in_bounded_time(
         started = time.monotonic()
         await link.close()
         assert time.monotonic() - started < 5.0
-        assert link.pending or link.dropped_rows, "the unsent row vanished uncounted"
+        assert link.outbox.waiting or link.dropped_rows, "the unsent row vanished uncounted"
     finally:
         service.close()
         for w in accepted:
             w.close()
         silent.close()
         await silent.wait_closed()
+
+
+async def test_a_counter_batch_sent_twice_is_applied_once(redis: RedisServer) -> None:
+    """An XADD that timed out after Redis took it: the retry sends the same
+    batch, and the other nodes count its calls once."""
+    from redis.asyncio import Redis
+
+    a_engine, b_engine = new_engine(), new_engine()
+    quiet = ClusterConfig(  # a's push loop stays out of the way: the test sends
+        enabled=True, redis_url=redis.url, node="a", sync_interval=3600, timeout=1.0
+    )
+    a = ClusterLink(quiet, a_engine)
+    b = ClusterLink(cfg(redis, "b"), b_engine)
+    await a.start()
+    await b.start()
+    raw = Redis.from_url(redis.url)
+    try:
+        for n in range(3):
+            a_engine.record(facts(n, time.monotonic()))
+        a.outbox.add(journal.drain(a_engine))
+        batch = a.outbox.next()
+        assert batch is not None and batch.seq == 1
+        await raw.xadd(a.keys.traffic, {"d": batch.data})  # landed; a never heard so
+        assert a.outbox.inflight is batch
+        await a._send_pending()  # the retry
+        assert a.outbox.inflight is None and a.outbox.waiting == 0
+        await until(lambda: hour_calls(b_engine) == 3)
+
+        for n in range(3, 5):  # the next batch, after the repeat in the stream
+            a_engine.record(facts(n, time.monotonic()))
+        a.outbox.add(journal.drain(a_engine))
+        await a._send_pending()
+        await until(lambda: hour_calls(b_engine) == 5)
+        assert b.duplicate_batches == 1
+
+        other = journal.Batch("c#1", 1, ((int(CALLER), int(time.time()), 4, 1, 0, 0, 0, 0),))
+        await raw.xadd(a.keys.traffic, {"d": journal.encode(other)})  # another sender's 1
+        await until(lambda: hour_calls(b_engine) == 9)
+        assert b.duplicate_batches == 1 and b.bad_entries == 0
+    finally:
+        await raw.aclose()
+        await a.close()
+        await b.close()

@@ -10,12 +10,19 @@ stay per node: they describe one node's own stream of calls.
 
 Rows carry wall-clock seconds: each node's engine runs on its own monotonic
 clock, ``engine.wall_offset`` converts.
+
+A batch carries its sender (one process life) and a sequence number that
+grows by one per batch; a batch is sent again unchanged when its XADD
+failed, and a receiver applies a sender's batch only when its sequence is
+newer than the last it applied (counters.py), so a timed-out XADD that
+landed after all is not counted twice.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from ..reputation.engine import CALLER_FAN_BITS, RANGE_FAN_BITS, ReputationEngine
 from ..reputation.traffic import spread
@@ -25,10 +32,17 @@ CALL, FINAL, ANSWERED, ENDED, SHORT = 0, 1, 2, 3, 4
 
 # (caller key, wall second, calls, callee bitmap, finals, answered, ended, short)
 Row = tuple[int, int, int, int, int, int, int, int]
-FORMAT = 1  # bumped when a row changes shape; older or newer batches are skipped
+FORMAT = 2  # bumped when a batch changes shape; older or newer batches are skipped
 _MAX_KEY = 10**15  # E.164: at most 15 digits
 _MAX_COUNT = 10**9
 _MAX_FAN = 1 << CALLER_FAN_BITS
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    sender: str  # the sending process life (ClusterLink.me)
+    seq: int  # 1, 2, ... per sender: a repeat has a sequence already applied
+    rows: tuple[Row, ...]
 
 
 def drain(engine: ReputationEngine) -> list[Row]:
@@ -94,22 +108,25 @@ def apply(engine: ReputationEngine, rows: Iterable[Row], now: float) -> int:
     return added
 
 
-def encode(sender: str, rows: list[Row]) -> bytes:
-    return json.dumps({"v": FORMAT, "from": sender, "rows": rows}, separators=(",", ":")).encode()
+def encode(batch: Batch) -> bytes:
+    doc = {"v": FORMAT, "from": batch.sender, "seq": batch.seq, "rows": batch.rows}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def decode(data: bytes) -> tuple[str, list[Row]]:
-    """(sender, rows); ValueError for anything that is not a batch this
-    version reads, so one bad entry is skipped, never applied in part."""
+def decode(data: bytes) -> Batch:
+    """The batch; ValueError for anything that is not a batch this version
+    reads, so one bad entry is skipped, never applied in part."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("v") != FORMAT:
-        raise ValueError("not a format-1 counter batch")
-    sender, raw = doc.get("from"), doc.get("rows")
+        raise ValueError(f"not a format-{FORMAT} counter batch")
+    sender, seq, raw = doc.get("from"), doc.get("seq"), doc.get("rows")
     if not isinstance(sender, str) or not isinstance(raw, list):
         raise ValueError("batch without a sender or rows")
+    if type(seq) is not int or seq < 1:
+        raise ValueError("batch without a sequence number")
     rows: list[Row] = []
     for row in raw:
         if (
@@ -122,4 +139,4 @@ def decode(data: bytes) -> tuple[str, list[Row]]:
         if not 0 < key < _MAX_KEY or fan >= _MAX_FAN or max(calls, *outcomes) > _MAX_COUNT:
             raise ValueError(f"row out of range {str(row)[:80]}")
         rows.append((key, sec, calls, fan, *outcomes))
-    return sender, rows
+    return Batch(sender, seq, tuple(rows))

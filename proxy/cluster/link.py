@@ -10,7 +10,8 @@ Three streams, each read and written by one-key commands (see keys.py):
 
 Redis down is a state, not an error: screening goes on with local figures,
 rows wait in memory (bounded, compacted per minute) and are sent when Redis
-is back, so the counters reconcile; ``rs_cluster_degraded`` shows it.
+is back, so the counters reconcile; ``rs_cluster_degraded`` shows it. A
+counter batch is applied once however often it is sent (counters.py).
 """
 
 from __future__ import annotations
@@ -21,24 +22,24 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..reputation.engine import ReputationEngine
 from ..subscribers.model import InvalidField, Subscriber, parse_number
 from ..subscribers.service import SubscriberService, apply_changes
-from . import journal
+from . import counters, journal
+from .cursors import CursorFiles
 from .disputes import DisputeSync
 from .keys import Keys
+from .metrics import ClusterCollector
 from .settings import ClusterConfig, redacted
 
 log = logging.getLogger("robocall_shield.cluster")
 
-CHUNK_ROWS = 5000  # rows per stream entry: a few hundred kB at most
 READ_COUNT = 200  # entries per read
 SUBSCRIBER_POLL = 0.2  # seconds between looks at the local audit trail
 SUBSCRIBER_STREAM_LEN = 1_000_000  # changes kept for nodes that were away
@@ -47,6 +48,7 @@ STAMPS = 100_000  # subscriber numbers whose last change time is remembered
 RETRY = 0.5  # seconds before trying Redis again
 
 ReloadLists = Callable[[], Awaitable[str | None]]  # reload; the version now loaded
+Handler = Callable[[dict[bytes, bytes]], Awaitable[None]]
 
 
 class ClusterLink:
@@ -71,14 +73,14 @@ class ClusterLink:
         self.subscribers = subscribers
         self.lists_version = lists_version
         self.reload_lists = reload_lists
-        self.cursor_file = cursor_file
         self.redis: Any = None
-        self.pending: list[journal.Row] = []
+        self.outbox = counters.Outbox(self.me)
+        self.batches = counters.Applied()  # the last batch applied per sender
         self.degraded = False
         self.down_since: float | None = None
         self.last_sync = 0.0  # time.time() of the last successful push
         self.sent_rows = self.received_rows = self.received_calls = 0
-        self.dropped_rows = self.bad_entries = self.errors = 0
+        self.dropped_rows = self.bad_entries = self.errors = self.duplicate_batches = 0
         self.published_changes = self.applied_changes = 0
         self.lists_mismatch = False
         self.announced: str | None = None
@@ -87,23 +89,11 @@ class ClusterLink:
         self.stamps: OrderedDict[int, tuple[float, str]] = OrderedDict()
         # number -> what this node last applied from another; not re-published
         self.applied: OrderedDict[int, Subscriber | None] = OrderedDict()
-        self.audit_cursor = 0
+        self.audit_cursor = 0  # the last local audit row published
         self.disputes: DisputeSync | None = None
         self.dispute_events = 0  # published and applied
-        # where a node that was away resumes each stream it must not miss
-        self.cursors: dict[str, Path] = {}
-        if cursor_file is not None:
-            self.cursors[self.keys.subscribers] = cursor_file
-            self.cursors[self.keys.disputes] = cursor_file.with_name(
-                cursor_file.name.replace("subscribers", "disputes")
-            )
-        # the last audit row published: changes made while Redis was away
-        # are published after a restart too
-        self.audit_file = (
-            cursor_file.with_name(cursor_file.name.replace("subscribers", "audit"))
-            if cursor_file is not None
-            else None
-        )
+        # where a node that was away resumes what it must not miss
+        self.files = CursorFiles(cursor_file, self.keys)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- life -----------------------------------------------------------
@@ -112,7 +102,7 @@ class ClusterLink:
         """The engine whose counters are shared (a config reload may replace
         or remove it)."""
         if self.engine is not None and self.engine is not engine:
-            self.pending.extend(journal.drain(self.engine))
+            self.outbox.add(journal.drain(self.engine))
             self.engine.journal = None
         self.engine = engine
         if engine is not None and engine.journal is None:
@@ -127,20 +117,19 @@ class ClusterLink:
             loop.create_task(self._read_loop(self.keys.traffic, catch_up, self._on_rows))
         )
         if self.subscribers is not None:
-            saved = self._load_audit_cursor()
+            saved = self.files.load_audit()
             if saved is None:
                 saved = await self.subscribers.run(self.subscribers.store.last_change)
             self.audit_cursor = saved
-            start = self._load_cursor(self.keys.subscribers) or await self._newest(
-                self.keys.subscribers
-            )
+            key = self.keys.subscribers
+            start = self.files.load_stream(key) or await self._newest(key)
             self._tasks.append(loop.create_task(self._publish_subscribers()))
-            self._tasks.append(
-                loop.create_task(self._read_loop(self.keys.subscribers, start, self._on_change))
-            )
+            self._tasks.append(loop.create_task(self._read_loop(key, start, self._on_change)))
             self.disputes = DisputeSync(self.subscribers, self.cfg.node_name)
             await self.disputes.start()
-            start = self._load_cursor(self.keys.disputes) or await self._newest(self.keys.disputes)
+            start = self.files.load_stream(self.keys.disputes) or await self._newest(
+                self.keys.disputes
+            )
             self._tasks.append(loop.create_task(self._publish_disputes()))
             self._tasks.append(
                 loop.create_task(self._read_loop(self.keys.disputes, start, self._on_dispute))
@@ -159,12 +148,13 @@ class ClusterLink:
             _done, stuck = await asyncio.wait(self._tasks, timeout=grace)
             if stuck:
                 log.warning("cluster: %d tasks did not stop within %.1f s", len(stuck), grace)
-        if self.engine is not None:  # a last push, if Redis is there
-            self.pending.extend(journal.drain(self.engine))
+        if self.engine is not None:
+            self.outbox.add(journal.drain(self.engine))
+        if self.outbox.waiting and self.redis is not None:  # a last push, if Redis is there
             try:
                 await asyncio.wait_for(self._send_pending(), self.cfg.timeout)
             except Exception:  # stopping: what could not be sent is lost, and counted
-                self.dropped_rows += len(self.pending)
+                self.dropped_rows += self.outbox.waiting
         if self.redis is not None:
             # asyncio.wait, not wait_for: wait_for would wait for a client
             # that does not take its cancellation
@@ -188,7 +178,7 @@ class ClusterLink:
     def _up(self) -> None:
         if self.degraded:
             gone = time.time() - (self.down_since or time.time())
-            rows = len(self.pending)
+            rows = self.outbox.waiting
             log.info("cluster: Redis is back after %.1f s; sending %d rows", gone, rows)
             self.degraded = False
             self.down_since = None
@@ -199,10 +189,10 @@ class ClusterLink:
         while True:
             await asyncio.sleep(self.cfg.sync_interval)
             if self.engine is not None:
-                self.pending.extend(journal.drain(self.engine))
-            self._bound_pending()
+                self.outbox.add(journal.drain(self.engine))
+            self.dropped_rows += self.outbox.bound(self.cfg.max_pending_rows)
             try:
-                if self.pending:
+                if self.outbox.waiting:
                     await self._send_pending()
                 else:
                     await self.redis.ping()  # so a quiet node knows Redis's state too
@@ -212,42 +202,31 @@ class ClusterLink:
                 self.last_sync = time.time()
                 self._up()
 
-    def _bound_pending(self) -> None:
-        limit = self.cfg.max_pending_rows
-        if len(self.pending) <= limit:
-            return
-        self.pending = journal.compact(self.pending)
-        if len(self.pending) > limit:  # the oldest go first: they matter least
-            self.pending.sort(key=lambda row: row[1])
-            cut = len(self.pending) - limit
-            self.dropped_rows += cut
-            del self.pending[:cut]
-
     async def _send_pending(self) -> None:
         keep = int((time.time() - self.cfg.catch_up_seconds - 60) * 1000)
-        while self.pending:
-            chunk = self.pending[:CHUNK_ROWS]
+        while (batch := self.outbox.next()) is not None:
+            # a timeout here may have landed all the same: the next try sends
+            # the same batch, and the receivers apply it once
             await self.redis.xadd(
-                self.keys.traffic,
-                {"d": journal.encode(self.me, chunk)},
-                minid=keep,
-                approximate=True,
+                self.keys.traffic, {"d": batch.data}, minid=keep, approximate=True
             )
-            del self.pending[: len(chunk)]  # only what Redis took
-            self.sent_rows += len(chunk)
+            self.outbox.landed(batch)
+            self.sent_rows += batch.rows
 
     async def _on_rows(self, fields: dict[bytes, bytes]) -> None:
-        sender, rows = journal.decode(fields.get(b"d", b""))
-        if sender == self.me or self.engine is None:
+        batch = journal.decode(fields.get(b"d", b""))
+        if batch.sender == self.me or self.engine is None:
             return
-        self.received_rows += len(rows)
-        self.received_calls += journal.apply(self.engine, rows, time.monotonic())
+        if not self.batches.fresh(batch):
+            self.duplicate_batches += 1
+            return
+        self.received_rows += len(batch.rows)
+        self.received_calls += journal.apply(self.engine, batch.rows, time.monotonic())
+        self.batches.mark(batch)
 
     # -- reading a stream -------------------------------------------------
 
-    async def _read_loop(
-        self, key: str, start: str, handle: Callable[[dict[bytes, bytes]], Awaitable[None]]
-    ) -> None:
+    async def _read_loop(self, key: str, start: str, handle: Handler) -> None:
         last = start
         block = int(min(1.0, self.cfg.timeout / 2) * 1000)
         while True:
@@ -273,8 +252,7 @@ class ClusterLink:
                         break
                     last = this
                     await asyncio.sleep(0)  # a catch-up of thousands of rows: let calls in
-            if key in self.cursors:
-                self._save_cursor(key, last)
+            self.files.save_stream(key, last)
             if failed:
                 await asyncio.sleep(RETRY)
 
@@ -298,7 +276,7 @@ class ClusterLink:
                 continue
             if seen != self.audit_cursor:
                 self.audit_cursor = seen
-                self._save_audit_cursor()
+                self.files.save_audit(seen)
 
     async def _publish(self, number: int, sub: Subscriber | None) -> None:
         if number in self.applied and self.applied.pop(number) == sub:
@@ -370,46 +348,6 @@ class ClusterLink:
             return "0-0"
         entry_id = newest[0][0]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-    def _load_audit_cursor(self) -> int | None:
-        if self.audit_file is None:
-            return None
-        try:
-            text = self.audit_file.read_text().strip()
-        except OSError:
-            return None
-        return int(text) if text.isdigit() else None
-
-    def _save_audit_cursor(self) -> None:
-        if self.audit_file is None:
-            return
-        try:
-            tmp = self.audit_file.with_suffix(".tmp")
-            tmp.write_text(str(self.audit_cursor))
-            tmp.replace(self.audit_file)
-        except OSError as exc:
-            log.warning("cluster: cannot save the audit cursor: %s", exc)
-
-    def _load_cursor(self, key: str) -> str | None:
-        path = self.cursors.get(key)
-        if path is None:
-            return None
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            return None
-        return text if _stream_id(text) else None
-
-    def _save_cursor(self, key: str, last: str) -> None:
-        path = self.cursors.get(key)
-        if path is None or not _stream_id(last):
-            return
-        try:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(last)
-            tmp.replace(path)
-        except OSError as exc:
-            log.warning("cluster: cannot save the cursor of %s: %s", key, exc)
 
     # -- disputes ---------------------------------------------------------
 
@@ -508,7 +446,7 @@ class ClusterLink:
     # -- metrics ----------------------------------------------------------
 
     def collector(self) -> Collector:
-        return _ClusterCollector(self)
+        return ClusterCollector(self)
 
 
 def _client(cfg: ClusterConfig) -> Any:
@@ -529,69 +467,3 @@ def _client(cfg: ClusterConfig) -> Any:
     from redis.asyncio import Redis
 
     return Redis.from_url(cfg.redis_url, **options)
-
-
-def _stream_id(text: str) -> bool:
-    ms, _, seq = text.partition("-")
-    return ms.isdigit() and seq.isdigit()
-
-
-class _ClusterCollector(Collector):
-    def __init__(self, link: ClusterLink) -> None:
-        self.link = link
-
-    def collect(self) -> Iterator[Metric]:
-        link = self.link
-        yield GaugeMetricFamily(
-            "rs_cluster_degraded",
-            "1 while Redis is unreachable: screening runs on this node's own state",
-            value=int(link.degraded),
-        )
-        yield GaugeMetricFamily(
-            "rs_cluster_pending_rows",
-            "Counter rows waiting to be sent to Redis",
-            value=len(link.pending),
-        )
-        yield GaugeMetricFamily(
-            "rs_cluster_last_sync_timestamp_seconds",
-            "When counters last reached Redis (Unix time; 0: never)",
-            value=link.last_sync,
-        )
-        yield GaugeMetricFamily(
-            "rs_cluster_blocklist_mismatch",
-            "1 when another node announced a blocklist version this node could not load",
-            value=int(link.lists_mismatch),
-        )
-        rows = CounterMetricFamily(
-            "rs_cluster_rows", "Counter rows exchanged with the other nodes", labels=["direction"]
-        )
-        rows.add_metric(["sent"], link.sent_rows)
-        rows.add_metric(["received"], link.received_rows)
-        rows.add_metric(["dropped"], link.dropped_rows)
-        yield rows
-        yield CounterMetricFamily(
-            "rs_cluster_remote_calls",
-            "Calls other nodes saw, merged into this node's counters",
-            value=link.received_calls,
-        )
-        changes = CounterMetricFamily(
-            "rs_cluster_subscriber_changes",
-            "Subscriber changes published to or applied from other nodes",
-            labels=["direction"],
-        )
-        changes.add_metric(["published"], link.published_changes)
-        changes.add_metric(["applied"], link.applied_changes)
-        yield changes
-        yield CounterMetricFamily(
-            "rs_cluster_dispute_events",
-            "Redress disputes filed or resolved, published to or applied from other nodes",
-            value=link.dispute_events,
-        )
-        yield CounterMetricFamily(
-            "rs_cluster_errors", "Redis operations that failed", value=link.errors
-        )
-        yield CounterMetricFamily(
-            "rs_cluster_bad_entries",
-            "Stream entries skipped as unreadable or failed to apply",
-            value=link.bad_entries,
-        )
