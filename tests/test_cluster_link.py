@@ -1,11 +1,13 @@
 """The Redis edge of [cluster], against a real redis-server on loopback:
 counters merge across nodes (each batch once), subscriber changes spread
-within a second, blocklist versions are followed, and Redis going away is
-survived and reconciled."""
+within a second, blocklist versions are followed, and Redis going away, even with a restart
+before it is back, is survived and reconciled."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from proxy.cluster import journal
+from proxy.cluster.disputes import DisputeSync
 from proxy.cluster.link import ClusterLink
 from proxy.cluster.settings import ClusterConfig
 from proxy.reputation.engine import ReputationEngine
@@ -371,3 +374,80 @@ async def test_a_counter_batch_sent_twice_is_applied_once(redis: RedisServer) ->
         await raw.aclose()
         await a.close()
         await b.close()
+
+
+async def test_disputes_filed_and_resolved_while_redis_was_away_survive_a_restart(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """Node a files one dispute and resolves another while Redis is down,
+    and restarts before Redis is back: b still learns both."""
+    sa = SubscriberService(tmp_path / "a" / "subscribers.sqlite3")
+    sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
+    a_cursor = tmp_path / "a-subscribers.cursor"
+    state = tmp_path / "a-dispute-state.json"
+    a = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=a_cursor)
+    b = ClusterLink(
+        cfg(redis, "b"), None, subscribers=sb, cursor_file=tmp_path / "b-subscribers.cursor"
+    )
+    await a.start()
+    await b.start()
+    restarted: ClusterLink | None = None
+    try:
+        first = await sa.file_dispute(
+            12025550199, "ops@example.com", "pharmacy reminders", "203.0.113.9", time.time()
+        )
+        await until(lambda: len(sb.open) == 1)
+        (first_on_b,) = sb.open
+        await until(lambda: state.exists() and json.loads(state.read_text())["cursor"] == first)
+
+        redis.kill()
+        later = await sa.file_dispute(
+            12025550188, "x@example.com", "robocalls?", "203.0.113.7", time.time()
+        )
+        assert await sa.resolve_dispute(first, "reject", None, "campaign", "ops") is not None
+        assert a.disputes is not None
+        await until(lambda: len(a.disputes.ready) == 2)  # found, not sent
+        await a.close()
+        saved = json.loads(state.read_text())
+        assert saved["cursor"] == first and saved["open"] == {str(first): f"a#{first}"}
+
+        redis.start()  # the same address, empty
+        restarted = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=a_cursor)
+        await restarted.start()
+        await until(lambda: first_on_b not in sb.open and len(sb.open) == 1, 10)
+        resolved = await sb.run(sb.disputes.get, first_on_b)
+        assert resolved is not None and resolved["status"] == "rejected"
+        copy = await sb.run(sb.disputes.by_source, f"cluster:a#{later}")
+        assert copy is not None and sb.open.keys() == {copy}
+        await until(lambda: json.loads(state.read_text())["cursor"] == later)
+        assert json.loads(state.read_text())["open"] == {str(later): f"a#{later}"}
+    finally:
+        if restarted is not None:
+            await restarted.close()
+        await a.close()
+        await b.close()
+        sa.close()
+        sb.close()
+
+
+async def test_an_unreadable_dispute_state_starts_from_now_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = SubscriberService(tmp_path / "subscribers.sqlite3")
+    try:
+        newest = await service.file_dispute(
+            12025550199, "ops@example.com", "reminders", "203.0.113.9", time.time()
+        )
+        state = tmp_path / "dispute-state.json"
+        state.write_text('{"v": 1, "cursor": "seven"')
+        sync = DisputeSync(service, "a", state)
+        with caplog.at_level(logging.WARNING, "robocall_shield.cluster"):
+            await sync.start()
+        assert "unreadable dispute state" in caplog.text
+        assert sync.cursor == newest and sync.open == {newest: f"a#{newest}"}
+        await sync.changes()
+        assert sync.ready == []  # the store's disputes count as published, as before
+        sync.save()
+        assert json.loads(state.read_text())["cursor"] == newest
+    finally:
+        service.close()

@@ -8,38 +8,108 @@ node>". Other nodes keep a copy filed from the source "cluster:<origin>",
 so a restarted node still finds its copies. Two nodes resolving the same
 dispute at once each keep their own decision for their copy; the first
 resolution a node sees wins there (the log says when one is ignored).
+
+What has been published (the cursor and the open disputes) is saved in a
+state file whenever everything found so far is in Redis, so a dispute
+filed or resolved while Redis was away is published after a restart too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from ..subscribers.model import parse_number
 from ..subscribers.service import SubscriberService
+from .cursors import read, write_atomic
 
 log = logging.getLogger("robocall_shield.cluster")
 
 REPLICA = "cluster:"
 POLL_LIMIT = 500  # newest disputes looked at per poll
+STATE_FORMAT = 1
 
 
 class DisputeSync:
-    def __init__(self, service: SubscriberService, node: str) -> None:
+    def __init__(self, service: SubscriberService, node: str, state_file: Path | None) -> None:
         self.service = service
         self.node = node  # the node's name (not a worker's): origins outlive workers
+        self.state_file = state_file
         self.cursor = 0  # the highest local dispute id already looked at
         self.open: dict[int, str] = {}  # local id of an open dispute -> its origin
         self.quiet: set[int] = set()  # local ids closed by another node's resolution
+        self.ready: list[dict[str, Any]] = []  # events found, not yet in Redis
+        # the state as of the last moment everything found was in Redis
+        self.saved_cursor = 0
+        self.saved_open: dict[int, str] = {}
+        self.written = ""  # the state file's text, as last written
 
     async def start(self) -> None:
         service = self.service
-        items = await service.run(service.disputes.list, None, POLL_LIMIT)
-        self.cursor = max((int(str(i["id"])) for i in items), default=0)
+        saved = self._load()
+        if saved is None:  # from now on: what is in the store now counts as published
+            items = await service.run(service.disputes.list, None, POLL_LIMIT)
+            self.cursor = max((int(str(i["id"])) for i in items), default=0)
+        else:  # changes() publishes what was filed or resolved since
+            self.cursor, self.open = saved
         for local in list(service.open):  # every open one, however old
             item = await service.run(service.disputes.get, local)
             if item is not None:
                 self._track(item)
+        self.saved_cursor, self.saved_open = self.cursor, dict(self.open)
+
+    def _load(self) -> tuple[int, dict[int, str]] | None:
+        if self.state_file is None:
+            return None
+        text = read(self.state_file)
+        if text is None:
+            log.warning(
+                "cluster: no saved dispute state at %s (a first start?): disputes filed or "
+                "resolved before now are not published", self.state_file,
+            )  # fmt: skip
+            return None
+        try:
+            doc = json.loads(text)
+            if not isinstance(doc, dict) or doc.get("v") != STATE_FORMAT:
+                raise ValueError(f"not a format-{STATE_FORMAT} dispute state")
+            cursor, raw = doc.get("cursor"), doc.get("open")
+            if type(cursor) is not int or cursor < 0 or not isinstance(raw, dict):
+                raise ValueError("no cursor or open disputes")
+            opened = {int(k): v for k, v in raw.items() if isinstance(v, str) and "#" in v}
+            if len(opened) != len(raw):
+                raise ValueError("an open dispute without its origin")
+        except ValueError as exc:  # JSONDecodeError and int() of a bad key too
+            log.warning(
+                "cluster: unreadable dispute state %s (%s): disputes filed or resolved "
+                "before now are not published", self.state_file, exc,
+            )  # fmt: skip
+            return None
+        return cursor, opened
+
+    def save(self) -> None:
+        """Called when everything changes() found is in Redis (``ready``
+        empty): that is now the published state."""
+        if self.ready:
+            return
+        self.saved_cursor = self.cursor
+        self.saved_open = {k: v for k, v in self.open.items() if k not in self.quiet}
+        self._write()
+
+    def _write(self) -> None:
+        if self.state_file is None:
+            return
+        opened = {str(k): v for k, v in sorted(self.saved_open.items())}
+        text = json.dumps({"v": STATE_FORMAT, "cursor": self.saved_cursor, "open": opened})
+        if text == self.written:
+            return
+        try:
+            write_atomic(self.state_file, text)
+        except OSError as exc:
+            log.warning("cluster: cannot save the dispute state: %s", exc)
+            return
+        self.written = text
 
     def _track(self, item: dict[str, Any]) -> str:
         local = int(str(item["id"]))
@@ -49,29 +119,31 @@ class DisputeSync:
             self.open[local] = origin
         return origin
 
-    async def changes(self) -> list[dict[str, Any]]:
-        """What this node's API did since the last look: disputes filed here,
-        and resolutions of any open dispute made here."""
+    async def changes(self) -> None:
+        """Queue in ``ready`` what this node's API did since the last look:
+        disputes filed here, and resolutions of any open dispute made here.
+        A store that fails half way loses nothing: what was found is queued,
+        the rest is found next time."""
         service = self.service
-        out: list[dict[str, Any]] = []
         items = await service.run(service.disputes.list, None, POLL_LIMIT)
         for item in sorted(items, key=lambda i: int(str(i["id"]))):
             local = int(str(item["id"]))
             if local <= self.cursor:
                 continue
-            self.cursor = local
             origin = self._track(item)
             if not str(item["source"]).startswith(REPLICA):
-                out.append({"event": "filed", "origin": origin, **_filed_fields(item)})
+                self.ready.append({"event": "filed", "origin": origin, **_filed_fields(item)})
+            self.cursor = local
         for local in [d for d in self.open if d not in service.open]:
-            origin = self.open.pop(local)
+            origin = self.open[local]
             if local in self.quiet:
                 self.quiet.discard(local)
+                del self.open[local]
                 continue
             done: dict[str, object] | None = await service.run(service.disputes.get, local)
+            self.open.pop(local, None)
             if done is not None and done["status"] != "open":
-                out.append({"event": "resolved", "origin": origin, **_resolved_fields(done)})
-        return out
+                self.ready.append({"event": "resolved", "origin": origin, **_resolved_fields(done)})
 
     async def apply(self, doc: dict[str, Any], sender_node: str) -> bool:
         """Another node's event; True when it changed this node's queue."""
@@ -106,6 +178,8 @@ class DisputeSync:
             number, contact[:500], description[:4000], REPLICA + origin, float(filed_at)
         )
         self.open[local] = origin  # changes() skips it as a copy (its source)
+        self.saved_open[local] = origin  # its resolution here is to be published
+        self._write()
         return True
 
     async def _resolved(self, origin: str, doc: dict[str, Any], sender_node: str) -> bool:
@@ -128,7 +202,10 @@ class DisputeSync:
         if done is None:
             self.quiet.discard(local)
             log.warning("cluster: dispute %s was resolved here first; kept", origin)
-        return done is not None
+            return False
+        self.saved_open.pop(local, None)  # closed by another node: nothing to publish
+        self._write()
+        return True
 
 
 def _filed_fields(item: dict[str, Any]) -> dict[str, Any]:

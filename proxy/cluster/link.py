@@ -125,7 +125,9 @@ class ClusterLink:
             start = self.files.load_stream(key) or await self._newest(key)
             self._tasks.append(loop.create_task(self._publish_subscribers()))
             self._tasks.append(loop.create_task(self._read_loop(key, start, self._on_change)))
-            self.disputes = DisputeSync(self.subscribers, self.cfg.node_name)
+            self.disputes = DisputeSync(
+                self.subscribers, self.cfg.node_name, self.files.dispute_state
+            )
             await self.disputes.start()
             start = self.files.load_stream(self.keys.disputes) or await self._newest(
                 self.keys.disputes
@@ -352,22 +354,23 @@ class ClusterLink:
     # -- disputes ---------------------------------------------------------
 
     async def _publish_disputes(self) -> None:
-        assert self.disputes is not None
-        ready: list[dict[str, Any]] = []  # kept while Redis is away
+        sync = self.disputes
+        assert sync is not None
         while True:
             await asyncio.sleep(SUBSCRIBER_POLL)
             try:
-                ready += await self.disputes.changes()
-                while ready:
-                    doc = {"from": self.me, "node": self.cfg.node_name, **ready[0]}
+                await sync.changes()
+                while sync.ready:  # kept while Redis is away
+                    doc = {"from": self.me, "node": self.cfg.node_name, **sync.ready[0]}
                     await self.redis.xadd(
                         self.keys.disputes,
                         {"d": json.dumps(doc).encode()},
                         maxlen=SUBSCRIBER_STREAM_LEN,
                         approximate=True,
                     )
-                    ready.pop(0)
+                    sync.ready.pop(0)
                     self.dispute_events += 1
+                sync.save()  # all it found is in Redis: survives a restart
             except Exception as exc:
                 self._down("publish dispute", exc)
                 await asyncio.sleep(RETRY)
