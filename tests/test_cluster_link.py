@@ -1,6 +1,7 @@
 """The Redis edge of [cluster], against a real redis-server on loopback:
 counters merge across nodes (each batch once), subscriber changes spread
-within a second, blocklist versions are followed, and Redis going away, even with a restart
+within a second (the newest change wins, however late it is published),
+blocklist versions are followed, and Redis going away, even with a restart
 before it is back, is survived and reconciled."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from proxy.reputation.engine import ReputationEngine
 from proxy.reputation.settings import ReputationConfig
 from proxy.subscribers.model import Subscriber
 from proxy.subscribers.service import SubscriberService
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 from tests.test_cluster_journal import CALLER, facts
 
 FAST = 0.2  # sync interval in these tests, seconds
@@ -451,3 +452,103 @@ async def test_an_unreadable_dispute_state_starts_from_now_and_says_so(
         assert json.loads(state.read_text())["cursor"] == newest
     finally:
         service.close()
+
+
+async def _change_while_away(
+    redis: RedisServer, tmp_path: Path
+) -> tuple[SubscriberService, SubscriberService, ClusterLink, Path]:
+    """Nodes a and b in step, then a's link closed: a starts a link that
+    cannot reach Redis (``away``) for the test's changes."""
+    sa = SubscriberService(tmp_path / "a" / "subscribers.sqlite3")
+    sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
+    a_cursor = tmp_path / "a-subscribers.cursor"
+    a = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=a_cursor)
+    b = ClusterLink(
+        cfg(redis, "b"), None, subscribers=sb, cursor_file=tmp_path / "b-subscribers.cursor"
+    )
+    await a.start()
+    await b.start()
+    start = Subscriber(NUMBER, opted_in=True)
+    await sa.put(start, "api")
+    await until(lambda: sb.get(NUMBER) == start)
+    await a.close()
+    return sa, sb, b, a_cursor
+
+
+NUMBER = 12125550142
+MINE = Subscriber(NUMBER, opted_in=False)
+THEIRS = Subscriber(NUMBER, opted_in=True, policy="block-all-suspected")
+
+
+def away_link(service: SubscriberService, cursor: Path) -> ClusterLink:
+    dead = ClusterConfig(  # nothing listens there
+        enabled=True, redis_url=f"redis://127.0.0.1:{free_port()}/0", node="a",
+        sync_interval=FAST, timeout=0.5,
+    )  # fmt: skip
+    return ClusterLink(dead, None, subscribers=service, cursor_file=cursor)
+
+
+async def test_a_change_published_late_loses_to_a_newer_one(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """a changes a number while away from Redis (t1); b changes it (t2 > t1)
+    and publishes; when a is back, b's change wins on both nodes."""
+    sa, sb, b, a_cursor = await _change_while_away(redis, tmp_path)
+    back: ClusterLink | None = None
+    try:
+        away = away_link(sa, a_cursor)
+        await away.start()
+        await sa.put(MINE, "api")
+        await until(lambda: away.degraded)
+        await away.close()
+        changed_at = (await sa.audit(NUMBER))[0]["at"]
+        await sb.put(THEIRS, "api")
+        await until(lambda: b.published_changes == 1)
+
+        back = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=a_cursor)
+        await back.start()
+        await until(lambda: sa.get(NUMBER) == THEIRS and back.published_changes == 1)
+        await asyncio.sleep(5 * FAST)  # nothing brings a's older change back
+        assert sa.get(NUMBER) == THEIRS and sb.get(NUMBER) == THEIRS
+        published = [
+            json.loads(fields[b"d"])
+            for _id, fields in await back.redis.xrange(back.keys.subscribers)
+        ]
+        (late,) = [d for d in published if d["from"] == back.me]
+        assert late["at"] == changed_at  # stamped when made, not when published
+    finally:
+        if back is not None:
+            await back.close()
+        await b.close()
+        sa.close()
+        sb.close()
+
+
+async def test_a_newer_change_made_while_away_wins_when_back(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """b changes a number and publishes (t1); a, away from Redis, changes it
+    later (t2); when a is back, a's change wins on both nodes, even though a
+    reads b's change before it publishes its own."""
+    sa, sb, b, a_cursor = await _change_while_away(redis, tmp_path)
+    back: ClusterLink | None = None
+    try:
+        await sb.put(THEIRS, "api")
+        await until(lambda: b.published_changes == 1)
+        away = away_link(sa, a_cursor)
+        await away.start()
+        await sa.put(MINE, "api")
+        await until(lambda: away.degraded)
+        await away.close()
+
+        back = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=a_cursor)
+        await back.start()
+        await until(lambda: sb.get(NUMBER) == MINE)
+        await asyncio.sleep(5 * FAST)
+        assert sa.get(NUMBER) == MINE and sb.get(NUMBER) == MINE
+    finally:
+        if back is not None:
+            await back.close()
+        await b.close()
+        sa.close()
+        sb.close()

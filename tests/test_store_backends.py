@@ -79,6 +79,27 @@ def wait_until(what: str, done: Any, seconds: float = 10.0) -> None:
 # -- two nodes on one store ----------------------------------------------------
 
 
+async def test_change_times_give_each_number_its_newest_change(place: StorePlace) -> None:
+    """What the cluster link stamps a published change with: the time of the
+    number's newest audit row read, in the order changed_since gives."""
+    first, second = place.open(), place.open()
+    try:
+        mark = second.store.last_change()
+        assert second.store.change_times(mark, 100) == (mark, {})
+        await first.put(Subscriber(ALICE, opted_in=True), "a")
+        await first.put(Subscriber(BOB), "a")
+        await first.update(ALICE, {"policy": "off"}, "a")
+        last, times = second.store.change_times(mark, 100)
+        assert second.store.changed_since(mark, 100) == (last, list(times)) == (last, [ALICE, BOB])
+        newest = {n: (await first.audit(n))[0]["at"] for n in (ALICE, BOB)}
+        assert times == newest and times[ALICE] > times[BOB]
+        first_row, part = second.store.change_times(mark, 1)  # ALICE's first row only
+        assert mark < first_row < last and list(part) == [ALICE] and part[ALICE] < times[ALICE]
+    finally:
+        first.close()
+        second.close()
+
+
 async def test_a_change_on_one_node_reaches_the_other(place: StorePlace) -> None:
     first, second = place.open(), place.open()
     try:

@@ -11,7 +11,9 @@ Three streams, each read and written by one-key commands (see keys.py):
 Redis down is a state, not an error: screening goes on with local figures,
 rows wait in memory (bounded, compacted per minute) and are sent when Redis
 is back, so the counters reconcile; ``rs_cluster_degraded`` shows it. A
-counter batch is applied once however often it is sent (counters.py).
+counter batch is applied once however often it is sent (counters.py); a
+subscriber change is stamped with the time of its newest audit row, so the
+newest change wins even when it is published late.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger("robocall_shield.cluster")
 
 READ_COUNT = 200  # entries per read
 SUBSCRIBER_POLL = 0.2  # seconds between looks at the local audit trail
+PUBLISH_BATCH = 500  # audit rows read per look
 SUBSCRIBER_STREAM_LEN = 1_000_000  # changes kept for nodes that were away
 BLOCKLIST_STREAM_LEN = 100
 STAMPS = 100_000  # subscriber numbers whose last change time is remembered
@@ -90,6 +93,7 @@ class ClusterLink:
         # number -> what this node last applied from another; not re-published
         self.applied: OrderedDict[int, Subscriber | None] = OrderedDict()
         self.audit_cursor = 0  # the last local audit row published
+        self.publishing = asyncio.Lock()  # one publisher of local changes at a time
         self.disputes: DisputeSync | None = None
         self.dispute_events = 0  # published and applied
         # where a node that was away resumes what it must not miss
@@ -124,7 +128,9 @@ class ClusterLink:
             key = self.keys.subscribers
             start = self.files.load_stream(key) or await self._newest(key)
             self._tasks.append(loop.create_task(self._publish_subscribers()))
-            self._tasks.append(loop.create_task(self._read_loop(key, start, self._on_change)))
+            self._tasks.append(  # this node's own changes go out (stamped) before others' come in
+                loop.create_task(self._read_loop(key, start, self._on_change, self._publish_local))
+            )
             self.disputes = DisputeSync(
                 self.subscribers, self.cfg.node_name, self.files.dispute_state
             )
@@ -228,12 +234,22 @@ class ClusterLink:
 
     # -- reading a stream -------------------------------------------------
 
-    async def _read_loop(self, key: str, start: str, handle: Handler) -> None:
+    async def _read_loop(
+        self,
+        key: str,
+        start: str,
+        handle: Handler,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Entries of ``key`` from ``start`` on, each to ``handle``; when
+        some came, ``before`` runs first."""
         last = start
         block = int(min(1.0, self.cfg.timeout / 2) * 1000)
         while True:
             try:
                 answer = await self.redis.xread({key: last}, count=READ_COUNT, block=block)
+                if answer and before is not None:
+                    await before()
             except Exception as exc:
                 self._down(f"read {key}", exc)
                 await asyncio.sleep(RETRY)
@@ -261,29 +277,37 @@ class ClusterLink:
     # -- subscribers ------------------------------------------------------
 
     async def _publish_subscribers(self) -> None:
-        """What this node's store took since the last look, by its audit
-        trail: written through this node's API (or a bulk import)."""
-        service = self.subscribers
-        assert service is not None
-        store = service.store
         while True:
             await asyncio.sleep(SUBSCRIBER_POLL)
             try:
-                seen, numbers = await service.run(store.changed_since, self.audit_cursor, 500)
-                for number in numbers:
-                    await self._publish(number, service.get(number))
+                await self._publish_local()
             except Exception as exc:  # the cursor stays: published when Redis is back
                 self._down("publish subscriber change", exc)
                 await asyncio.sleep(RETRY)
-                continue
-            if seen != self.audit_cursor:
+
+    async def _publish_local(self) -> None:
+        """Publish what this node's store took since the last look, by its
+        audit trail (written through this node's API or a bulk import),
+        until there is nothing more."""
+        service = self.subscribers
+        assert service is not None
+        async with self.publishing:
+            while True:
+                seen, times = await service.run(
+                    service.store.change_times, self.audit_cursor, PUBLISH_BATCH
+                )
+                for number, at in times.items():
+                    await self._publish(number, service.get(number), at)
+                if seen == self.audit_cursor:
+                    return
                 self.audit_cursor = seen
                 self.files.save_audit(seen)
 
-    async def _publish(self, number: int, sub: Subscriber | None) -> None:
+    async def _publish(self, number: int, sub: Subscriber | None, at: float) -> None:
+        """``at``: when the change was made (its newest audit row), so a
+        change published late does not win over a newer one."""
         if number in self.applied and self.applied.pop(number) == sub:
             return  # another node's change, applied here: not ours to repeat
-        at = time.time()
         self._stamp(number, (at, self.node))
         doc = {"from": self.me, "node": self.node, "at": at, "number": f"+{number}"}
         doc["subscriber"] = sub.public() if sub is not None else None

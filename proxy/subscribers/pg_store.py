@@ -125,12 +125,21 @@ class PgSubscriberStore:
     def changed_since(self, after: int, limit: int) -> tuple[int, list[int]]:
         """See SubscriberStoreApi.changed_since; AUDIT_LOCK (above) is what
         makes the ids commit in order."""
+        last, times = self.change_times(after, limit)
+        return last, list(times)
+
+    def change_times(self, after: int, limit: int) -> tuple[int, dict[int, float]]:
+        """As changed_since, with each number's newest change time among the rows read."""
         rows = self.db.read(
             lambda c: c.execute(
-                "SELECT id, number FROM audit WHERE id > %s ORDER BY id LIMIT %s", (after, limit)
+                "SELECT id, number, at FROM audit WHERE id > %s ORDER BY id LIMIT %s",
+                (after, limit),
             ).fetchall()
         )
-        return (int(rows[-1][0]) if rows else after), list(dict.fromkeys(int(n) for _, n in rows))
+        times: dict[int, float] = {}
+        for _, number, at in rows:
+            times[int(number)] = max(times.get(int(number), float(at)), float(at))
+        return (int(rows[-1][0]) if rows else after), times
 
     def get(self, number: int) -> Subscriber | None:
         return self.get_many([number])[number]

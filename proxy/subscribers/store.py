@@ -130,10 +130,19 @@ class SubscriberStore:
     def changed_since(self, after: int, limit: int) -> tuple[int, list[int]]:
         """Numbers changed after audit row ``after`` (at most ``limit`` rows
         read), and the last row read."""
+        last, times = self.change_times(after, limit)
+        return last, list(times)
+
+    @guarded
+    def change_times(self, after: int, limit: int) -> tuple[int, dict[int, float]]:
+        """As changed_since, with each number's newest change time among the rows read."""
         rows = self.db.execute(
-            "SELECT id, number FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            "SELECT id, number, at FROM audit WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
         ).fetchall()
-        return (rows[-1][0] if rows else after), list(dict.fromkeys(n for _, n in rows))
+        times: dict[int, float] = {}
+        for _, number, at in rows:
+            times[number] = max(times.get(number, at), at)
+        return (rows[-1][0] if rows else after), times
 
     @guarded
     def get(self, number: int) -> Subscriber | None:
