@@ -1,5 +1,6 @@
 """`robocall-shield explain NUMBER`: asks the running proxy's admin API
-(the score lives in the proxy's memory) and prints the breakdown."""
+(the score lives in the proxy's memory) and prints the breakdown, which
+covers every worker of the node that answered (``workers`` in the answer)."""
 
 from __future__ import annotations
 
@@ -65,5 +66,11 @@ def render(a: dict[str, Any]) -> str:
         if a.get(key):
             figures = ", ".join(f"{k}={v}" for k, v in a[key].items())
             lines.append(f"  {title}: {figures}")
+    workers = a.get("workers")
+    if workers and workers["answered"] < workers["of"]:
+        lines.append(
+            f"  (partial: only {workers['answered']} of the node's {workers['of']} workers "
+            "answered in time; the others' calls are not counted)"
+        )
     lines.append(f"  ({a['not_included']})")
     return "\n".join(lines)

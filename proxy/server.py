@@ -13,12 +13,10 @@ import socket
 import sqlite3
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from prometheus_client import generate_latest
 
 from blocklists.slot import ArtefactSlot
 
@@ -30,7 +28,6 @@ from .config import PLACEHOLDER_REDRESS_URL, Config
 from .core import StatelessProxy
 from .drain import Drain
 from .events import AwaitCertificate, Event, KernelDrop, Screened, Send
-from .gateway.admin import PeerAdmin
 from .gateway.metrics import StatsMetrics
 from .gateway.service import PeerService
 from .kernel_drop import KernelDropError, KernelDropper
@@ -39,7 +36,8 @@ from .overload import OverloadGuard, QueueMetrics, UdpQueueReader
 from .peers import PeerDirectory
 from .records.recorder import DecisionRecorder
 from .reputation import ReputationEngine
-from .reputation.explain import explain_number
+from .reputation.explain import explain_pooled
+from .reputation.pooled import NumberTraffic
 from .routing import SwitchPool
 from .screening import Pipeline, SubscriberCheck, build_pipeline
 from .screening.peer_check import PeerStages
@@ -59,6 +57,7 @@ from .telemarketing.zones import ZoneError
 from .transport.tcp import TcpEdge
 from .transport.udp import UdpEdge
 from .verdict_log import VerdictLog
+from .worker_commands import link_commands, serve_node_answers
 from .worker_link import SingleWorker, ask_siblings, gathered_metrics, serve_link
 
 log = logging.getLogger("robocall_shield")
@@ -241,10 +240,8 @@ class Worker:
             await self.telemarketing.start(self.metrics.registry)
             self._tasks.append(loop.create_task(self.telemarketing.watch()))
         if self.role is not None and not self.role.primary:
-            self._closers.append(await serve_link(
-                self.role.link_socket(self.role.index),
-                {"metrics": self._own_metrics, "reload-lists": self._link_reload_lists},
-            ))  # fmt: skip
+            link = self.role.link_socket(self.role.index)
+            self._closers.append(await serve_link(link, *link_commands(self)))
         if self.subscribers is not None and (
             not self.primary or self.cfg.subscribers.backend != "sqlite"
         ):  # a shared store (PostgreSQL) is written by other nodes too
@@ -266,13 +263,11 @@ class Worker:
                 token=token,
                 status=self._status,
                 actions={"/admin/blocklists/reload": self._admin_reload_lists},
-                queries={"/admin/reputation/": self._admin_explain},
                 exposition=self._all_metrics if self.role is not None else None,
             )
             if self.records is not None:
                 api.serve_traceback(self.records.directory)
-            if self.peer_service is not None:
-                PeerAdmin(self.peer_service).register(api)
+            serve_node_answers(self, api, self._admin_explain)  # /admin/peers, reputation/
             if self.subscribers is not None:
                 links = LinkSigner(_link_secret(self.cfg), self.cfg.public_url,
                                    self.cfg.subscribers.link_ttl)  # fmt: skip
@@ -407,14 +402,6 @@ class Worker:
             body["workers"] = workers
         return status, body
 
-    async def _link_reload_lists(self) -> bytes:
-        result = await self.lists.reload("admin request (relayed)")
-        answer = {"outcome": result.outcome, "version": result.version, "detail": result.detail}
-        return json.dumps(answer).encode()
-
-    async def _own_metrics(self) -> bytes:
-        return generate_latest(self.metrics.registry)
-
     async def _all_metrics(self) -> bytes:
         assert self.role is not None
         return await gathered_metrics(self.role, self.metrics.registry)
@@ -527,10 +514,12 @@ class Worker:
         engine.wall_offset = time.time() - time.monotonic()  # the edges pass monotonic time
         return engine
 
-    def _admin_explain(self, rest: str) -> tuple[int, dict[str, object]]:
+    def _admin_explain(
+        self, rest: str, others: Sequence[NumberTraffic] = ()
+    ) -> tuple[int, dict[str, object]]:  # others: the siblings' counters for the number
         if self.reputation is None:
             return 409, {"error": "reputation is disabled ([reputation] enabled = false)"}
-        return explain_number(self.reputation, rest, time.monotonic())
+        return explain_pooled(self.reputation, rest, others, time.monotonic())
 
     def reload(self, new: Config) -> list[str]:
         """Apply a re-read config. Screening policy, reputation weights and

@@ -8,6 +8,10 @@
   "throttle" | "block" | "clear", "throttle_cps": N (throttle only),
   "reason": "...", "operator": "..." (optional)}``; audited, persisted.
 * ``GET /admin/peers/<name>/audit?limit=N``: its audit rows, newest first.
+
+With several workers the statistics are the node's: the first worker sums
+its siblings' slots into its own (stats.PeerStats.combined), and
+``workers`` says how many answered in time.
 """
 
 from __future__ import annotations
@@ -16,14 +20,18 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..admin import AdminApi, Request, Response, error, json_response
 from ..peers import MAX_CPS, PEER_ACTIONS, UNKNOWN
+from ..worker_link import Gathered
 from .actions import PeerView, Setting
 from .rmd import RmdData
 from .service import PeerService
+from .stats import PeerStats, RawStats
+
+Siblings = Callable[[], Awaitable[Gathered[RawStats]]]
 
 log = logging.getLogger("robocall_shield.peers")
 FIELDS = ("action", "throttle_cps", "reason", "operator")
@@ -34,9 +42,15 @@ SHOWN_PROBLEMS = 100
 
 
 class PeerAdmin:
-    def __init__(self, service: PeerService, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        service: PeerService,
+        clock: Callable[[], float] = time.monotonic,
+        siblings: Siblings | None = None,
+    ) -> None:
         self.service = service
         self.clock = clock  # the statistics' clock
+        self.siblings = siblings  # the other workers' raw statistics, when there are any
 
     def register(self, api: AdminApi) -> None:
         api.add_route("GET", "/admin/peers", self._list)
@@ -46,7 +60,17 @@ class PeerAdmin:
 
     # -- reads ---------------------------------------------------------------
 
-    def peer(self, name: str) -> dict[str, object]:
+    async def node_stats(self) -> tuple[PeerStats, float, dict[str, int]]:
+        """The statistics of every worker that answered, the time to read
+        them at (taken after the siblings answered), and who answered."""
+        gathered = await self.siblings() if self.siblings is not None else Gathered((), 1)
+        now = self.clock()
+        stats = self.service.stats
+        if gathered.answers:
+            stats = stats.combined(list(gathered.answers), now)
+        return stats, now, gathered.workers()
+
+    def peer(self, name: str, stats: PeerStats, now: float) -> dict[str, object]:
         actions = self.service.actions
         body: dict[str, object] = {"name": name}
         view = actions.view(name)
@@ -55,17 +79,19 @@ class PeerAdmin:
         else:
             body["declared"] = False
         body["throttled_calls"] = actions.throttled.get(name, 0)
-        body["stats"] = self.service.stats.summary(name, self.clock())
+        body["stats"] = stats.summary(name, now)
         return body
 
     async def _list(self, _: Request) -> Response:
+        stats, now, workers = await self.node_stats()
         names = self.service.actions.directory.names
         return json_response(
             200,
             {
                 "mode": self.service.policy.mode,
                 "rmd": self.rmd(),
-                "peers": [self.peer(name) for name in names],
+                "workers": workers,
+                "peers": [self.peer(name, stats, now) for name in names],
             },
         )
 
@@ -73,7 +99,9 @@ class PeerAdmin:
         name = req.params["name"]
         if not self.service.actions.known(name):
             return error(404, f"no peer {name!r}: see GET /admin/peers")
-        return json_response(200, {"mode": self.service.policy.mode, **self.peer(name)})
+        stats, now, workers = await self.node_stats()
+        body = {"mode": self.service.policy.mode, "workers": workers, **self.peer(name, stats, now)}
+        return json_response(200, body)
 
     def rmd(self) -> dict[str, object]:
         actions = self.service.actions
@@ -132,7 +160,9 @@ class PeerAdmin:
         except (sqlite3.Error, OSError) as exc:
             log.error("peer %s: the action change was not stored (%s); nothing changed", name, exc)
             return _unavailable()
-        return json_response(200, {"audit": row.as_dict(), **self.peer(name)})
+        stats, now, workers = await self.node_stats()
+        body = {"audit": row.as_dict(), "workers": workers, **self.peer(name, stats, now)}
+        return json_response(200, body)
 
 
 def _parse_change(body: dict[str, Any]) -> tuple[Setting | None, str, str]:

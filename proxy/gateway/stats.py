@@ -9,12 +9,20 @@ slot is zeroed when its minute or hour comes round again. Reading a window
 sums its slots (the current, partial one included), which only the admin
 API and scrapes do. Time is passed in: no clock here.
 
+With several workers each keeps its own rings; for the admin API the first
+worker gathers its siblings' raw slots (``raw``/``decode_raw``) and sums
+them slot by slot into a copy (``combined``), so every share and average
+is computed from the node's summed counts, never averaged across workers.
+
 Calls a peer action refused (peer-blocked, peer-throttled) are counted but
 not assessed: the chain stopped before the analytics, so they are left out
 of the flagged share, which would otherwise only echo the action.
 """
 
 from __future__ import annotations
+
+import json
+import math
 
 from ..events import CallOutcome, Event, Screened
 from ..peers import PeerDirectory
@@ -31,6 +39,12 @@ ATTESTATIONS = (("A", ATTEST_A), ("B", ATTEST_B), ("C", ATTEST_C), ("none", ATTE
 MINUTE_SLOTS, HOUR_SLOTS = 60, 24
 # window name -> (ring: 0 minutes, 1 hours; slots summed)
 WINDOWS = {"5m": (0, 5), "1h": (0, 60), "24h": (1, 24)}
+RAW_FORMAT = 1  # the version of what ``raw`` writes
+_MAX_COUNT = 1e15  # a slot count (or seconds of talk) past this is not a real figure
+# one ring's live slots: (epoch, its WIDTH counts)
+RawSlots = list[tuple[int, list[float]]]
+# peer name -> (its minute ring's slots, its hour ring's slots)
+RawStats = dict[str, tuple[RawSlots, RawSlots]]
 
 
 class Ring:
@@ -51,6 +65,27 @@ class Ring:
             self.epochs[i] = epoch
             self.slots[i] = [0.0] * WIDTH
         return self.slots[i]
+
+    def live(self, now: float) -> RawSlots:
+        """The slots still inside the ring's span at ``now``."""
+        newest = int(now) // self.width
+        return [
+            (epoch, list(counts))
+            for epoch, counts in zip(self.epochs, self.slots, strict=True)
+            if newest - self.n < epoch <= newest and epoch >= 0  # -1: never used
+        ]
+
+    def add(self, epoch: int, counts: list[float]) -> None:
+        """Another worker's slot: summed into ours of the same epoch; it
+        replaces an older one in its place; an older one than ours is gone."""
+        i = epoch % self.n
+        if self.epochs[i] == epoch:
+            mine = self.slots[i]
+            for k in range(WIDTH):
+                mine[k] += counts[k]
+        elif self.epochs[i] < epoch:
+            self.epochs[i] = epoch
+            self.slots[i] = list(counts)
 
     def total(self, now: float, count: int) -> list[float]:
         """The sums over the last ``count`` slots, the current one included."""
@@ -120,6 +155,30 @@ class PeerStats:
                 counts[TALK] += ev.duration
                 counts[SHORT] += short
 
+    # -- several workers (admin path only) -----------------------------------
+
+    def raw(self, now: float) -> RawStats:
+        """Every peer's live slots, for the first worker to sum."""
+        out: RawStats = {}
+        for name, (minutes, hours) in self.rings.items():
+            slots = minutes.live(now), hours.live(now)
+            if slots[0] or slots[1]:
+                out[name] = slots
+        return out
+
+    def combined(self, others: list[RawStats], now: float) -> PeerStats:
+        """A copy of these statistics with ``others`` added slot by slot."""
+        into = PeerStats(self.directory, self.short_s)
+        for source in (self.raw(now), *others):
+            for name, (minutes, hours) in source.items():
+                rings = into.rings.get(name)
+                if rings is None:
+                    continue  # a peer this worker does not declare (a config being changed)
+                for ring, slots in zip(rings, (minutes, hours), strict=True):
+                    for epoch, counts in slots:
+                        ring.add(epoch, counts)
+        return into
+
     # -- reading -------------------------------------------------------------
 
     def totals(self, name: str, window: str, now: float) -> list[float]:
@@ -152,3 +211,50 @@ def figures(t: list[float]) -> dict[str, object]:
         "acd_seconds": share(t[TALK], t[ENDED]),
         "short_call_share": share(t[SHORT], t[ENDED]),
     }
+
+
+def encode_raw(raw: RawStats) -> bytes:
+    peers = {name: {"minutes": m, "hours": h} for name, (m, h) in raw.items()}
+    return json.dumps({"v": RAW_FORMAT, "peers": peers}, separators=(",", ":")).encode()
+
+
+def decode_raw(data: bytes) -> RawStats:
+    """What ``encode_raw`` wrote; ValueError for anything else, so a bad
+    answer is left out whole, never summed in part."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("v") != RAW_FORMAT:
+        raise ValueError(f"not format-{RAW_FORMAT} peer statistics")
+    peers = doc.get("peers")
+    if not isinstance(peers, dict):
+        raise ValueError("no peers object")
+    out: RawStats = {}
+    for name, rings in peers.items():
+        if not isinstance(rings, dict) or set(rings) != {"minutes", "hours"}:
+            raise ValueError(f"peer {name[:40]!r}: expected minutes and hours")
+        out[name] = (_slots(rings["minutes"], name), _slots(rings["hours"], name))
+    return out
+
+
+def _slots(raw: object, name: str) -> RawSlots:
+    if not isinstance(raw, list) or len(raw) > MINUTE_SLOTS:
+        raise ValueError(f"peer {name[:40]!r}: expected a list of at most {MINUTE_SLOTS} slots")
+    out: RawSlots = []
+    for slot in raw:
+        if not (isinstance(slot, list) and len(slot) == 2):
+            raise ValueError(f"peer {name[:40]!r}: a slot is [epoch, counts]")
+        epoch, counts = slot
+        if type(epoch) is not int or epoch < 0:
+            raise ValueError(f"peer {name[:40]!r}: bad epoch {str(epoch)[:40]}")
+        if not (isinstance(counts, list) and len(counts) == WIDTH and all(map(_count, counts))):
+            raise ValueError(f"peer {name[:40]!r}: a slot holds {WIDTH} non-negative counts")
+        out.append((epoch, [float(c) for c in counts]))
+    return out
+
+
+def _count(c: object) -> bool:
+    if isinstance(c, bool) or not isinstance(c, int | float):
+        return False
+    return math.isfinite(c) and 0 <= c < _MAX_COUNT

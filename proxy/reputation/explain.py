@@ -1,11 +1,16 @@
 """`explain`: a number's current score, broken down by signal, with the
-rolling figures behind it. Served by the admin API; the CLI asks the proxy."""
+rolling figures behind it. Served by the admin API; the CLI asks the proxy.
+With several workers the first one adds its siblings' counters for the
+number (``explain_pooled``, see pooled.py) before scoring."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from ..screening.reputation_check import decide
 from ..sip.numbers import digits_of, e164_key
 from .engine import ReputationEngine
+from .pooled import NumberTraffic, pooled_engine
 from .settings import POLICIES
 from .traffic import Traffic
 
@@ -68,6 +73,17 @@ def explain_number(
         "thousands_block": figures(rng, now, "distinct_callers") if rng else None,
         "not_included": "per-call signals: " + ", ".join(PER_CALL),
     }
+
+
+def explain_pooled(
+    engine: ReputationEngine, number: str, others: Sequence[NumberTraffic], now: float
+) -> tuple[int, dict[str, object]]:
+    """``explain_number`` over ``engine``'s counters for the number plus
+    ``others`` (the sibling workers'), summed into a throw-away copy."""
+    key = e164_key(number)
+    if key is not None and others:
+        engine, now = pooled_engine(engine, key, others, now)
+    return explain_number(engine, number, now)
 
 
 def figures(t: Traffic, now: float, distinct_name: str) -> dict[str, float | None]:
