@@ -6,20 +6,18 @@ among them. The edges in ``proxy.transport`` do the actual I/O.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .addressing import (
-    TRANSPORTS,
     bracket,
     is_sos,
     received_via,
     reply_address,
     uri_address,
-    usable_ip,
 )
+from .branch import COOKIE, deterministic_branch, digest
 from .config import Config, RedressConfig, SwitchConfig
 from .events import (
     Address,
@@ -40,7 +38,14 @@ from .events import (
 )
 from .flood import BAN, FloodGuard
 from .peers import PeerDirectory
-from .relay import drop_top_via, relay_response, splice_request
+from .relay import (
+    drop_top_via,
+    next_hop,
+    privacy_requested,
+    relay_response,
+    reserialize_request,
+    splice_request,
+)
 from .reputation import ReputationEngine
 from .routing import SwitchPool
 from .screening import Action, Pipeline, Screening, Verdict
@@ -53,14 +58,11 @@ from .sip import (
     call_facts,
     parse_datagram,
     parse_name_addr,
-    relabel_address,
     serialize_request,
 )
-from .sip.builder import replace_first_value
-from .sip.grammar import is_digits, split_commas
+from .sip.grammar import split_commas
 from .sip.message import SipMessage
 from .sip.via import parse_via_value
-from .stir.verstat import with_verstat
 from .transactions import RecentTransactions
 
 if TYPE_CHECKING:
@@ -77,13 +79,6 @@ ROUTABLE_SCHEMES = frozenset(("sip", "sips", "tel"))
 SCREENED_METHODS = frozenset(("INVITE", "MESSAGE"))
 DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE", "REFER", "NOTIFY"))
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, PRACK, UPDATE, INFO, REFER, NOTIFY, SUBSCRIBE"
-COOKIE = "z9hG4bK"
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
-
-
 def blocked_reason(redress: RedressConfig) -> str:
     """The Reason header of a 603+ response, as ATIS-1000099 defines it."""
     text = "v=analytics1"
@@ -144,7 +139,7 @@ class StatelessProxy:
         self.apply_policy(cfg, pipeline)
         self.nonce = nonce
         # Our To-tags start with this; other stacks' tags hardly ever look so.
-        self._tag_prefix = f"rs{_digest(nonce)[:10]}-"
+        self._tag_prefix = f"rs{digest(nonce)[:10]}-"
         self._own_tag = f";tag={self._tag_prefix}".encode()  # see _tag
         self._ping_seq = 0
 
@@ -258,7 +253,7 @@ class StatelessProxy:
                 (
                     "Via",
                     f"SIP/2.0/UDP {self.host}:{self.ping_port};branch={COOKIE}rsping"
-                    + _digest(call_id),
+                    + digest(call_id),
                 ),
                 ("Max-Forwards", "70"),
                 ("From", f"<sip:robocall-shield@{self.host}:{self.port}>;tag={self.nonce}"),
@@ -330,7 +325,7 @@ class StatelessProxy:
                     return [Limited("caller", "drop")]
                 retry = (("Retry-After", str(flood.cfg.retry_after)),)
                 return [Limited("caller", "503"), *reply(503, "Service Unavailable", retry)]
-        branch, loop_part = self._branch(req)
+        branch, loop_part = deterministic_branch(req)
         for via in req.vias:
             if self._is_us(via.host, via.port) and (via.branch or "").endswith(loop_part):
                 return reply(482, "Loop Detected")
@@ -426,7 +421,7 @@ class StatelessProxy:
         trusted = self.trusted_hops.get((dest.host, dest.port))
         if trusted is None and not from_switch:
             return events + reply(403, "Forbidden (relaying to other hosts is denied)")
-        strip_pai = not trusted and _privacy_id(req)
+        strip_pai = not trusted and privacy_requested(req)
         data = self._forward(
             req, branch, top_via, dest, source, popped, label, strip_pai, verstat
         )
@@ -454,48 +449,8 @@ class StatelessProxy:
             spliced = splice_request(req, out, top_via, self.verdict_key)
             if spliced is not None:
                 return spliced
-        first_via = True
-        mf_seen = False
-        for key, name, value in req.headers:
-            if key == "via" and first_via:
-                first_via = False
-                if top_via is not None:
-                    value = replace_first_value(value, top_via)
-            elif key == "max-forwards":
-                mf_seen = True
-                value = str((req.max_forwards or 1) - 1)
-            elif key == "route" and popped:
-                parts = split_commas(value)
-                taken = min(popped, len(parts))
-                popped -= taken
-                if taken == len(parts):
-                    continue
-                value = ", ".join(parts[taken:])
-            elif key == "content-length" or key == self.verdict_key:
-                continue  # recomputed; and a peer must not forge our verdict
-            elif key == "p-asserted-identity":
-                if strip_pai:
-                    continue
-                if label is not None or verstat is not None:
-                    value = ", ".join(
-                        self._caller_value(p, label, verstat) for p in split_commas(value)
-                    )
-            elif key == "from" and (label is not None or verstat is not None):
-                has_pai = req.header("p-asserted-identity") is not None
-                value = self._caller_value(value, label, None if has_pai else verstat)
-            out.append((name, value))
-        if not mf_seen:
-            out.append(("Max-Forwards", "70"))
-        if label is not None:
-            reasons = ",".join(label.reasons)
-            out.append((self.verdict_header, f"label; score={label.score}; reasons={reasons}"))
-        return serialize_request(req.method, req.uri.raw, out, req.body)
-
-    def _caller_value(self, value: str, label: Verdict | None, verstat: str | None) -> str:
-        """A From or P-Asserted-Identity value with the label and verstat."""
-        if label is not None:
-            value = relabel_address(value, self.label)
-        return with_verstat(value, verstat) if verstat is not None else value
+        style = (self.verdict_key, self.verdict_header, self.label)
+        return reserialize_request(req, out, top_via, popped, label, strip_pai, verstat, style)
 
     # -- responses -------------------------------------------------------
 
@@ -510,23 +465,13 @@ class StatelessProxy:
             if state is None:
                 return [Dropped("response-unmatched")]
             return [PingAnswered(state.cfg.name, resp.status)]
-        nxt = resp.vias[1]
-        host = nxt.params.get("received") or nxt.host
-        rport = nxt.params.get("rport")
-        port = nxt.port or 5060
-        if rport:
-            if not (is_digits(rport) and len(rport) <= 5 and 0 < int(rport) < 65536):
-                return [Dropped("bad-next-hop", f"rport={rport[:10]}")]
-            port = int(rport)
-        transport = nxt.transport.lower()
-        if transport not in TRANSPORTS:
-            return [Dropped("unsupported-transport", transport)]
-        if not usable_ip(host):
-            return [Dropped("bad-next-hop", host)]
+        hop = next_hop(resp.vias[1])
+        if isinstance(hop, Dropped):
+            return [hop]
         # splice when the bytes are exactly what re-serialising would give
         data = drop_top_via(resp.wire, resp.headers) if resp.wire else relay_response(resp)
         out_events: list[Event] = [
-            Send(Address(host.strip("[]"), port, transport), data),
+            Send(hop, data),
             Forwarded("response", resp.cseq_method, resp.status),
         ]
         reputation = self.reputation
@@ -621,25 +566,9 @@ class StatelessProxy:
         suffix = ";transport=tcp" if transport == "tcp" else ""
         return f"<sip:{self.host}:{self.port}{suffix};lr>"
 
-    def _branch(self, req: SipRequest) -> tuple[str, str]:
-        """Deterministic branch: a transaction part, so retransmissions,
-        CANCEL and non-2xx ACK map to the same branch, and a loop part
-        (RFC 3261 §16.6 step 8) that stays the same if the request loops."""
-        top = req.vias[0]
-        ftag = req.from_.tag or ""
-        b = top.branch
-        if b and b.startswith(COOKIE) and len(b) > len(COOKIE):
-            txn = f"{b}|{top.sent_by}"
-        else:  # RFC 2543 peer: no usable branch
-            txn = f"{req.call_id}|{ftag}|{req.cseq}|{top.sent_by}"
-        loop = _digest(
-            f"{req.uri.raw}|{req.call_id}|{ftag}|{req.cseq}|{req.header('proxy-require')}"
-        )
-        return f"{COOKIE}{_digest(txn)}.{loop}", loop
-
     def _tag(self, call_id: str, from_tag: str | None, branch: str | None) -> str:
         """To-tag of our own responses; an ACK carrying it is ours to absorb."""
-        return self._tag_prefix + _digest(f"{call_id}|{from_tag}|{branch}|{self.nonce}")[:8]
+        return self._tag_prefix + digest(f"{call_id}|{from_tag}|{branch}|{self.nonce}")[:8]
 
 
 def _raw_tag(value: str) -> str | None:
@@ -648,11 +577,6 @@ def _raw_tag(value: str) -> str | None:
         return parse_name_addr(value).tag
     except SipParseError:
         return None
-
-
-def _privacy_id(req: SipRequest) -> bool:
-    values = ";".join(req.header_values("privacy")).lower().split(";")
-    return any(v.strip() in ("id", "user", "header") for v in values)
 
 
 _REASONS = {

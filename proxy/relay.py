@@ -2,16 +2,24 @@
 serialisation (``wire``): a response without our top Via, a request with our
 Via inserted and Max-Forwards edited in place. Each gives the very bytes
 re-serialising would, which the differential tests check; messages that are
-not so exact take the re-serialising path (``relay_response`` here, and
-``StatelessProxy._forward``)."""
+not so exact take the re-serialising path (``relay_response`` and
+``reserialize_request``). Also where a response goes next (``next_hop``)."""
 
 from __future__ import annotations
 
 from operator import itemgetter
 
-from .sip import SipRequest, SipResponse, serialize
+from .addressing import TRANSPORTS, usable_ip
+from .events import Address, Dropped
+from .screening import Verdict
+from .sip import SipRequest, SipResponse, relabel_address, serialize, serialize_request
 from .sip.builder import encode, replace_first_value
-from .sip.grammar import split_commas
+from .sip.grammar import is_digits, split_commas
+from .sip.via import Via
+from .stir.verstat import with_verstat
+
+# (verdict header key, verdict header name, label text): how a request is labelled
+LabelStyle = tuple[str, str, str]
 
 
 def relay_response(resp: SipResponse) -> bytes:
@@ -85,3 +93,87 @@ def splice_request(
         lines.insert(len(lines) - 1, b"Max-Forwards: 70")
     lines[1:1] = [encode(f"{name}: {value}") for name, value in first]
     return b"\r\n".join(lines) + wire[end:]
+
+
+def reserialize_request(
+    req: SipRequest,
+    out: list[tuple[str, str]],
+    top_via: str | None,
+    popped: int,
+    label: Verdict | None,
+    strip_pai: bool,
+    verstat: str | None,
+    style: LabelStyle,
+) -> bytes:
+    """The request forwarded header by header after ``out`` (our Via, any
+    Record-Route): top Via rewritten, Max-Forwards decremented, ``popped``
+    Route values of ours removed, a peer's forged verdict header dropped,
+    the caller labelled and given its verstat, PAI stripped for privacy."""
+    verdict_key, verdict_header, label_text = style
+    first_via = True
+    mf_seen = False
+    for key, name, value in req.headers:
+        if key == "via" and first_via:
+            first_via = False
+            if top_via is not None:
+                value = replace_first_value(value, top_via)
+        elif key == "max-forwards":
+            mf_seen = True
+            value = str((req.max_forwards or 1) - 1)
+        elif key == "route" and popped:
+            parts = split_commas(value)
+            taken = min(popped, len(parts))
+            popped -= taken
+            if taken == len(parts):
+                continue
+            value = ", ".join(parts[taken:])
+        elif key == "content-length" or key == verdict_key:
+            continue  # recomputed; and a peer must not forge our verdict
+        elif key == "p-asserted-identity":
+            if strip_pai:
+                continue
+            if label is not None or verstat is not None:
+                value = ", ".join(
+                    _caller_value(p, label, verstat, label_text) for p in split_commas(value)
+                )
+        elif key == "from" and (label is not None or verstat is not None):
+            has_pai = req.header("p-asserted-identity") is not None
+            value = _caller_value(value, label, None if has_pai else verstat, label_text)
+        out.append((name, value))
+    if not mf_seen:
+        out.append(("Max-Forwards", "70"))
+    if label is not None:
+        reasons = ",".join(label.reasons)
+        out.append((verdict_header, f"label; score={label.score}; reasons={reasons}"))
+    return serialize_request(req.method, req.uri.raw, out, req.body)
+
+
+def _caller_value(value: str, label: Verdict | None, verstat: str | None, text: str) -> str:
+    """A From or P-Asserted-Identity value with the label and verstat."""
+    if label is not None:
+        value = relabel_address(value, text)
+    return with_verstat(value, verstat) if verstat is not None else value
+
+
+def privacy_requested(req: SipRequest) -> bool:
+    """Privacy: id (or user, header): an untrusted next hop must not see PAI."""
+    values = ";".join(req.header_values("privacy")).lower().split(";")
+    return any(v.strip() in ("id", "user", "header") for v in values)
+
+
+def next_hop(via: Via) -> Address | Dropped:
+    """Where a response goes after we pop our Via: the next Via's received
+    and rport (RFC 3581) over its transport, if that is an address we may use."""
+    host = via.params.get("received") or via.host
+    rport = via.params.get("rport")
+    port = via.port or 5060
+    if rport:
+        if not (is_digits(rport) and len(rport) <= 5 and 0 < int(rport) < 65536):
+            return Dropped("bad-next-hop", f"rport={rport[:10]}")
+        port = int(rport)
+    transport = via.transport.lower()
+    if transport not in TRANSPORTS:
+        return Dropped("unsupported-transport", transport)
+    if not usable_ip(host):
+        return Dropped("bad-next-hop", host)
+    return Address(host.strip("[]"), port, transport)
