@@ -16,6 +16,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..sqlite_wal import use_wal
 from .actions import Override, Setting
 
 SCHEMA = """
@@ -83,7 +84,7 @@ class PeerStore:
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
-        db.execute("PRAGMA journal_mode=WAL")
+        use_wal(db, BUSY_TIMEOUT)  # workers open a new file together
         db.execute("PRAGMA synchronous=FULL")  # an acknowledged change survives a power cut
         return db
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..events import Screened
+from ..sqlite_wal import use_wal
 
 log = logging.getLogger("robocall_shield.records")
 
@@ -157,7 +158,7 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         db.execute("PRAGMA query_only = ON")
         return db
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
+    use_wal(db, BUSY_TIMEOUT)  # the workers open a new day file together
     db.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses at most the last commits
     db.executescript(_SCHEMA)
     return db

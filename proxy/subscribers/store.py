@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from ..sqlite_wal import use_wal
 from .backend import StoreUnavailable
 from .model import EMPTY, LISTS, PersonalList, Profile, Subscriber, build_list, profile_of
 
@@ -70,7 +71,7 @@ def guarded(method: Callable[P, R]) -> Callable[P, R]:
 def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
+    use_wal(db, 5.0)
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoint, never corrupt
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA busy_timeout=5000")
