@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.cluster import disputes as disputes_module
 from proxy.cluster import journal
 from proxy.cluster.disputes import DisputeSync
 from proxy.cluster.link import ClusterLink
@@ -450,6 +451,32 @@ async def test_an_unreadable_dispute_state_starts_from_now_and_says_so(
         assert sync.ready == []  # the store's disputes count as published, as before
         sync.save()
         assert json.loads(state.read_text())["cursor"] == newest
+    finally:
+        service.close()
+
+
+
+async def test_more_disputes_than_one_poll_reads_are_all_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long outage may pile up more disputes than one poll reads: they
+    are published over several polls, oldest first, none skipped."""
+    monkeypatch.setattr(disputes_module, "POLL_LIMIT", 3)
+    service = SubscriberService(tmp_path / "subscribers.sqlite3")
+    try:
+        sync = DisputeSync(service, "a", tmp_path / "dispute-state.json")
+        await sync.start()
+        ids = [
+            await service.file_dispute(
+                12025550100 + i, "ops@example.com", f"d{i}", "203.0.113.9", time.time()
+            )
+            for i in range(8)
+        ]
+        for _ in range(3):  # 3 + 3 + 2
+            await sync.changes()
+        assert [e["origin"] for e in sync.ready] == [f"a#{i}" for i in ids]
+        await sync.changes()
+        assert len(sync.ready) == len(ids)  # nothing twice
     finally:
         service.close()
 

@@ -636,6 +636,18 @@ async def test_dispute_lists(service: SubscriberService) -> None:
     assert service.disputes.list("allowed") == []
 
 
+
+async def test_disputes_after_an_id_oldest_first(service: SubscriberService) -> None:
+    ids = [
+        await service.file_dispute(CALLER + i, "a@example.com", f"d{i}", "10.0.0.1", float(i))
+        for i in range(5)
+    ]
+    await service.resolve_dispute(ids[2], "reject", None, "", "api")  # closed ones too
+    assert [d["id"] for d in service.disputes.after(ids[0], 3)] == ids[1:4]
+    assert [d["id"] for d in service.disputes.after(ids[3])] == [ids[4]]
+    assert service.disputes.after(ids[4]) == []
+
+
 # -- links ------------------------------------------------------------------
 
 

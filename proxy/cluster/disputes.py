@@ -28,7 +28,7 @@ from .cursors import read, write_atomic
 log = logging.getLogger("robocall_shield.cluster")
 
 REPLICA = "cluster:"
-POLL_LIMIT = 500  # newest disputes looked at per poll
+POLL_LIMIT = 500  # disputes read per poll
 STATE_FORMAT = 1
 
 
@@ -125,11 +125,10 @@ class DisputeSync:
         A store that fails half way loses nothing: what was found is queued,
         the rest is found next time."""
         service = self.service
-        items = await service.run(service.disputes.list, None, POLL_LIMIT)
-        for item in sorted(items, key=lambda i: int(str(i["id"]))):
+        # oldest first from the cursor: more than POLL_LIMIT filed while
+        # Redis was away are read over several polls, none skipped
+        for item in await service.run(service.disputes.after, self.cursor, POLL_LIMIT):
             local = int(str(item["id"]))
-            if local <= self.cursor:
-                continue
             origin = self._track(item)
             if not str(item["source"]).startswith(REPLICA):
                 self.ready.append({"event": "filed", "origin": origin, **_filed_fields(item)})

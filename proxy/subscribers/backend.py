@@ -79,6 +79,11 @@ class DisputeStoreApi(Protocol):
 
     def get(self, dispute_id: int) -> dict[str, object] | None: ...
 
+    def after(self, dispute_id: int, limit: int = 500) -> list[dict[str, object]]:
+        """The oldest ``limit`` disputes with an id above ``dispute_id``
+        (the [cluster] dispute sync reads on from its cursor)."""
+        ...
+
     def list(self, status: str | None, limit: int = 500) -> list[dict[str, object]]: ...
 
     def resolve(

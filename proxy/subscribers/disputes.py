@@ -65,6 +65,15 @@ class DisputeStore:
         return dispute_row(row) if row else None
 
     @guarded
+    def after(self, dispute_id: int, limit: int = 500) -> list[dict[str, object]]:
+        """The oldest ``limit`` disputes with an id above ``dispute_id``."""
+        rows = self.db.execute(
+            f"SELECT {COLUMNS} FROM disputes WHERE id > ? ORDER BY id LIMIT ?",
+            (dispute_id, limit),
+        )
+        return [dispute_row(r) for r in rows]
+
+    @guarded
     def list(self, status: str | None, limit: int = 500) -> list[dict[str, object]]:
         if status is None:
             rows = self.db.execute(

@@ -230,6 +230,12 @@ class PgDisputeStore:
     def get(self, dispute_id: int) -> dict[str, object] | None:
         return self.db.read(lambda c: _dispute(c, dispute_id))
 
+    def after(self, dispute_id: int, limit: int = 500) -> list[dict[str, object]]:
+        """The oldest ``limit`` disputes with an id above ``dispute_id``."""
+        query = f"SELECT {COLUMNS} FROM disputes WHERE id > %s ORDER BY id LIMIT %s"
+        rows = self.db.read(lambda c: c.execute(query, (dispute_id, limit)).fetchall())
+        return [dispute_row(r) for r in rows]
+
     def list(self, status: str | None, limit: int = 500) -> list[dict[str, object]]:
         if status is None:
             query = f"SELECT {COLUMNS} FROM disputes ORDER BY id DESC LIMIT %s"
