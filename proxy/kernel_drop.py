@@ -27,9 +27,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from .config import Config
+from .events import KernelDrop
 
 T = TypeVar("T")
 
@@ -209,3 +213,31 @@ def _why(exc: Exception) -> str:
     if _errno(exc) == errno.EPERM:
         return "operation not permitted (needs root or CAP_NET_ADMIN)"
     return str(exc) or type(exc).__name__
+
+
+async def open_kernel_drop(cfg: Config, workers: int, primary: bool) -> KernelDropper:
+    """[flood] kernel_drop for one worker: the first (re)creates our table
+    (deleted again at stop); siblings only add addresses to it. Covers the
+    SIP port and, with [sip] worker_port_base, the workers' own ports."""
+    sip = cfg.sip
+    ports = [(sip.port, sip.port)]
+    if sip.worker_port_base:
+        ports.append((sip.worker_port_base, sip.worker_port_base + workers - 1))
+    dropper = KernelDropper(tuple(ports))
+    if primary:
+        try:
+            await dropper.setup(cfg.flood.kernel_drop_seconds)
+        except KernelDropError:
+            await dropper.close(teardown=False)
+            raise
+    return dropper
+
+
+async def drop_in_kernel(dropper: KernelDropper, ev: KernelDrop) -> None:
+    """Add a flooding source; a failure is logged (the proxy still limits it)."""
+    log = logging.getLogger("robocall_shield.flood")
+    try:
+        if await dropper.drop(ev.host, ev.seconds):
+            log.warning("flood: %s dropped in the kernel for %d s", ev.host, ev.seconds)
+    except KernelDropError as exc:
+        log.error("flood: %s", exc)

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import sqlite3
 import ssl
 import time
@@ -30,7 +29,7 @@ from .drain import Drain
 from .events import AwaitCertificate, Event, KernelDrop, Screened, Send
 from .gateway.metrics import StatsMetrics
 from .gateway.service import PeerService
-from .kernel_drop import KernelDropError, KernelDropper
+from .kernel_drop import KernelDropError, KernelDropper, drop_in_kernel, open_kernel_drop
 from .metrics import Metrics
 from .overload import OverloadGuard, QueueMetrics, UdpQueueReader
 from .peers import PeerDirectory
@@ -46,16 +45,15 @@ from .stir.chain import TrustStore, TrustStoreError
 from .stir.checker import StirVerifier
 from .stir.settings import StirConfig
 from .subscribers.api import SubscriberApi
-from .subscribers.backend import SQLITE_FILE, StoreUnavailable
-from .subscribers.links import LinkSigner
+from .subscribers.backend import StoreUnavailable, store_name
+from .subscribers.links import LinkSigner, link_secret
 from .subscribers.pages import Pages
 from .subscribers.service import SubscriberService
-from .subscribers.settings import SubscriberConfig
 from .supervisor import WorkerRole
 from .telemarketing.check import Telemarketing
 from .telemarketing.zones import ZoneError
 from .transport.tcp import TcpEdge
-from .transport.udp import UdpEdge
+from .transport.udp import UdpEdge, grow_receive_buffer
 from .verdict_log import VerdictLog
 from .worker_commands import link_commands, serve_node_answers
 from .worker_link import SingleWorker, ask_siblings, gathered_metrics, serve_link
@@ -67,7 +65,6 @@ RESTART_SECTIONS = (
     *("sip", "switches", "routing", "admin", "log", "blocklists", "subscribers"),
     *("peers", "stir", "flood", "cluster", "records", "telemarketing"),
 )
-LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
 
 
 class StartupError(Exception):
@@ -89,7 +86,7 @@ class Worker:
             try:
                 self.subscribers = SubscriberService.from_config(cfg.subscribers)
             except (OSError, sqlite3.Error, StoreUnavailable) as exc:
-                where = _store_name(cfg.subscribers)
+                where = store_name(cfg.subscribers)
                 raise StartupError(f"cannot open the subscriber store {where}: {exc}") from None
             self.subscriber_check = SubscriberCheck(
                 self.subscribers.index, self.subscribers.global_allow
@@ -183,7 +180,7 @@ class Worker:
             elif isinstance(ev, AwaitCertificate):
                 self.background(self._await_certificate(ev, received_at))
             elif isinstance(ev, KernelDrop) and self.kernel is not None:
-                self.background(self._kernel_drop(ev))
+                self.background(drop_in_kernel(self.kernel, ev))
         if received_at is not None and events:
             self.metrics.transit_seconds.observe(time.monotonic() - received_at)
         if self.draining is not None:
@@ -209,7 +206,7 @@ class Worker:
         if udp.transport is not None:
             sock = udp.transport.get_extra_info("socket")
             if sip.udp_receive_buffer:
-                _grow_receive_buffer(sock, sip.udp_receive_buffer)
+                grow_receive_buffer(sock, sip.udp_receive_buffer)
             self.udp_queue = UdpQueueReader(sock)
             self.metrics.registry.register(QueueMetrics(self.udp_queue))
         self.tcp = TcpEdge(self.core, self.dispatch, sip.limits)
@@ -269,8 +266,8 @@ class Worker:
                 api.serve_traceback(self.records.directory)
             serve_node_answers(self, api, self._admin_explain)  # /admin/peers, reputation/
             if self.subscribers is not None:
-                links = LinkSigner(_link_secret(self.cfg), self.cfg.public_url,
-                                   self.cfg.subscribers.link_ttl)  # fmt: skip
+                sub = self.cfg.subscribers
+                links = LinkSigner(link_secret(sub.link_secret), self.cfg.public_url, sub.link_ttl)
                 SubscriberApi(self.subscribers, links).register(api)
                 Pages(self.subscribers, links, self.cfg.subscribers.disputes_per_hour).register(api)
             await self._listen(
@@ -312,7 +309,11 @@ class Worker:
                 PLACEHOLDER_REDRESS_URL,
             )
         if self.cfg.flood.enabled and self.cfg.flood.kernel_drop:
-            await self._open_kernel_drop()
+            count = self.role.count if self.role is not None else 1
+            try:
+                self.kernel = await open_kernel_drop(self.cfg, count, self.primary)
+            except KernelDropError as exc:
+                raise StartupError(f"flood.kernel_drop: {exc}") from None
         self._started = True
         log.info(
             "listening for SIP on %s:%d (%s); switches: %s",
@@ -598,61 +599,3 @@ class Worker:
         if self.kernel is not None:
             with contextlib.suppress(Exception):  # a failed teardown must not stop the rest
                 await self.kernel.close(teardown=self.primary)
-
-    async def _open_kernel_drop(self) -> None:
-        """[flood] kernel_drop: the first worker (re)creates our nftables
-        table (deleted again at stop); siblings only add addresses to it."""
-        sip = self.cfg.sip
-        ports = [(sip.port, sip.port)]
-        if sip.worker_port_base:
-            count = self.role.count if self.role is not None else 1
-            ports.append((sip.worker_port_base, sip.worker_port_base + count - 1))
-        dropper = KernelDropper(tuple(ports))
-        if self.primary:
-            try:
-                await dropper.setup(self.cfg.flood.kernel_drop_seconds)
-            except KernelDropError as exc:
-                await dropper.close(teardown=False)
-                raise StartupError(f"flood.kernel_drop: {exc}") from None
-        self.kernel = dropper
-
-    async def _kernel_drop(self, ev: KernelDrop) -> None:
-        assert self.kernel is not None
-        try:
-            if await self.kernel.drop(ev.host, ev.seconds):
-                log.warning("flood: %s dropped in the kernel for %d s", ev.host, ev.seconds)
-        except KernelDropError as exc:
-            log.error("flood: %s", exc)
-
-
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-
-
-def _grow_receive_buffer(sock: socket.socket, size: int) -> None:
-    """Ask for ``size`` bytes; as root, past net.core.rmem_max. Linux reports
-    twice the value it books, hence the halving when logging."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2 < size:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
-    level = logging.INFO if got >= size else logging.WARNING
-    log.log(level, "UDP receive buffer %d bytes (asked %d)", got, size)
-
-
-def _store_name(cfg: SubscriberConfig) -> str:
-    if cfg.backend == "sqlite":
-        return str(Path(cfg.data_dir) / SQLITE_FILE)
-    return "(PostgreSQL)"  # never the DSN: it may hold a password
-
-
-def _link_secret(cfg: Config) -> bytes:
-    secret = cfg.subscribers.link_secret or os.environ.get(LINK_SECRET_ENV, "")
-    if secret:
-        return secret.encode()
-    log.warning(
-        "no [subscribers] link_secret or %s: self-service links stop working at restart",
-        LINK_SECRET_ENV,
-    )
-    return secrets.token_bytes(32)

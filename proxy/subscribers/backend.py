@@ -131,3 +131,10 @@ def read_dsn(cfg: SubscriberConfig) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             raise StoreUnavailable(f"cannot read dsn_file {cfg.dsn_file}: {exc}") from None
     return cfg.dsn
+
+
+def store_name(cfg: SubscriberConfig) -> str:
+    """The store as start-up errors name it."""
+    if cfg.backend == "sqlite":
+        return str(Path(cfg.data_dir) / SQLITE_FILE)
+    return "(PostgreSQL)"  # never the DSN: it may hold a password

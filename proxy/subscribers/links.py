@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import os
+import secrets
 
 
 class BadLink(ValueError):
@@ -40,3 +43,20 @@ class LinkSigner:
         if now > expires:
             raise BadLink("this link has expired; ask for a new one from your account page")
         return number
+
+
+LINK_SECRET_ENV = "ROBOCALL_SHIELD_LINK_SECRET"
+
+
+def link_secret(configured: str) -> bytes:
+    """The key of self-service links: [subscribers] link_secret, else the
+    environment, else (with a warning) random: links then stop working at
+    restart."""
+    secret = configured or os.environ.get(LINK_SECRET_ENV, "")
+    if secret:
+        return secret.encode()
+    logging.getLogger("robocall_shield").warning(
+        "no [subscribers] link_secret or %s: self-service links stop working at restart",
+        LINK_SECRET_ENV,
+    )
+    return secrets.token_bytes(32)

@@ -4,6 +4,9 @@ the port in our Via is the port responses come back to."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -47,3 +50,21 @@ class UdpEdge(asyncio.DatagramProtocol):
             # per datagram in the log
             return False
         return True
+
+
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def grow_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for ``size`` bytes; as root, past net.core.rmem_max. Linux reports
+    twice the value it books, hence the halving when logging."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2 < size:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    level = logging.INFO if got >= size else logging.WARNING
+    logging.getLogger("robocall_shield").log(
+        level, "UDP receive buffer %d bytes (asked %d)", got, size
+    )
