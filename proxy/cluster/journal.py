@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ..reputation.engine import CALLER_FAN_BITS, RANGE_FAN_BITS, ReputationEngine
 from ..reputation.traffic import spread
+from ..versioned_json import load_versioned
 
 # what a journal entry records (its 4th field)
 CALL, FINAL, ANSWERED, ENDED, SHORT = 0, 1, 2, 3, 4
@@ -116,12 +117,7 @@ def encode(batch: Batch) -> bytes:
 def decode(data: bytes) -> Batch:
     """The batch; ValueError for anything that is not a batch this version
     reads, so one bad entry is skipped, never applied in part."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("v") != FORMAT:
-        raise ValueError(f"not a format-{FORMAT} counter batch")
+    doc = load_versioned(data, FORMAT, "counter batch")
     sender, seq, raw = doc.get("from"), doc.get("seq"), doc.get("rows")
     if not isinstance(sender, str) or not isinstance(raw, list):
         raise ValueError("batch without a sender or rows")

@@ -28,6 +28,7 @@ from ..events import CallOutcome, Event, Screened
 from ..peers import PeerDirectory
 from ..screening.peer_check import BLOCKED, LABELLED, NAME, THROTTLED
 from ..screening.verdict import Action
+from ..versioned_json import load_versioned
 
 # what one slot counts, by index
 CALLS, ASSESSED, FLAGGED, LABEL, BLOCK, REFUSED = range(6)
@@ -221,12 +222,7 @@ def encode_raw(raw: RawStats) -> bytes:
 def decode_raw(data: bytes) -> RawStats:
     """What ``encode_raw`` wrote; ValueError for anything else, so a bad
     answer is left out whole, never summed in part."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("v") != RAW_FORMAT:
-        raise ValueError(f"not format-{RAW_FORMAT} peer statistics")
+    doc = load_versioned(data, RAW_FORMAT, "peer statistics")
     peers = doc.get("peers")
     if not isinstance(peers, dict):
         raise ValueError("no peers object")

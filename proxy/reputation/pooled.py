@@ -19,6 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..versioned_json import load_versioned
 from .engine import CALLER_FAN_BITS, RANGE_FAN_BITS, ReputationEngine
 from .traffic import Traffic
 
@@ -73,12 +74,7 @@ def encode(traffic: NumberTraffic) -> bytes:
 
 def decode(data: bytes) -> NumberTraffic:
     """What ``encode`` wrote; ValueError for anything else."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("v") != STATE_FORMAT:
-        raise ValueError(f"not format-{STATE_FORMAT} number traffic")
+    doc = load_versioned(data, STATE_FORMAT, "number traffic")
     if set(doc) != {"v", "caller", "range"}:
         raise ValueError("expected v, caller and range")
     return NumberTraffic(
