@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -242,19 +243,33 @@ async def test_on_a_redis_cluster(tmp_path: Path) -> None:
         servers.kill()
 
 
-async def test_the_dispute_queue_is_shared_between_sqlite_nodes(
-    redis: RedisServer, tmp_path: Path
-) -> None:
+class SqliteNodes(NamedTuple):
+    sa: SubscriberService
+    sb: SubscriberService
+    a: ClusterLink
+    b: ClusterLink
+    a_cursor: Path
+
+
+async def sqlite_nodes(redis: RedisServer, tmp_path: Path) -> SqliteNodes:
+    """Nodes a and b, each with its own SQLite store and cursor files, their
+    links started."""
     sa = SubscriberService(tmp_path / "a" / "subscribers.sqlite3")
     sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
-    a = ClusterLink(
-        cfg(redis, "a"), None, subscribers=sa, cursor_file=tmp_path / "a-subscribers.cursor"
-    )
+    a_cursor = tmp_path / "a-subscribers.cursor"
+    a = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=a_cursor)
     b = ClusterLink(
         cfg(redis, "b"), None, subscribers=sb, cursor_file=tmp_path / "b-subscribers.cursor"
     )
     await a.start()
     await b.start()
+    return SqliteNodes(sa, sb, a, b, a_cursor)
+
+
+async def test_the_dispute_queue_is_shared_between_sqlite_nodes(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    sa, sb, a, b, _ = await sqlite_nodes(redis, tmp_path)
     caller, other = 12025550199, 12025550188
     try:
         # filed on b's redress page: in a's queue too
@@ -383,16 +398,8 @@ async def test_disputes_filed_and_resolved_while_redis_was_away_survive_a_restar
 ) -> None:
     """Node a files one dispute and resolves another while Redis is down,
     and restarts before Redis is back: b still learns both."""
-    sa = SubscriberService(tmp_path / "a" / "subscribers.sqlite3")
-    sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
-    a_cursor = tmp_path / "a-subscribers.cursor"
     state = tmp_path / "a-dispute-state.json"
-    a = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=a_cursor)
-    b = ClusterLink(
-        cfg(redis, "b"), None, subscribers=sb, cursor_file=tmp_path / "b-subscribers.cursor"
-    )
-    await a.start()
-    await b.start()
+    sa, sb, a, b, a_cursor = await sqlite_nodes(redis, tmp_path)
     restarted: ClusterLink | None = None
     try:
         first = await sa.file_dispute(
@@ -486,15 +493,7 @@ async def _change_while_away(
 ) -> tuple[SubscriberService, SubscriberService, ClusterLink, Path]:
     """Nodes a and b in step, then a's link closed: a starts a link that
     cannot reach Redis (``away``) for the test's changes."""
-    sa = SubscriberService(tmp_path / "a" / "subscribers.sqlite3")
-    sb = SubscriberService(tmp_path / "b" / "subscribers.sqlite3")
-    a_cursor = tmp_path / "a-subscribers.cursor"
-    a = ClusterLink(cfg(redis, "a"), None, subscribers=sa, cursor_file=a_cursor)
-    b = ClusterLink(
-        cfg(redis, "b"), None, subscribers=sb, cursor_file=tmp_path / "b-subscribers.cursor"
-    )
-    await a.start()
-    await b.start()
+    sa, sb, a, b, a_cursor = await sqlite_nodes(redis, tmp_path)
     start = Subscriber(NUMBER, opted_in=True)
     await sa.put(start, "api")
     await until(lambda: sb.get(NUMBER) == start)
